@@ -1,0 +1,247 @@
+"""Load a model from a preset name, a Hugging Face hub id, a local directory or a ``.gguf``.
+
+GGUF weights are dequantised once (transformers, ~40-100 s on 2 cores) and cached as a plain
+Hugging Face directory in safetensors under ``$FACTEDIT_HOME/models/gguf-<sha>/``, so later
+loads take about a second. Weights are read from safetensors or GGUF only (a ``.bin`` goes
+through ``torch.load(weights_only=True)`` inside transformers); ``trust_remote_code`` is off
+unless asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from factedit.console import info
+from factedit.errors import FactEditError, ModelLoadError
+from factedit.models.arch import Architecture, resolve_architecture
+from factedit.models.presets import (
+    DEFAULT_MODEL,
+    Preset,
+    fetch_preset,
+    get_preset,
+    list_presets,
+    sha256_file,
+)
+from factedit.paths import atomic_dir, atomic_write_text, cache_dir
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+IDENTITY_FILE = "factedit.json"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for tracing and editing.
+
+    ``identity`` names the exact weights (used in cache keys for statistics and templates);
+    ``default_layer`` is the preset's recorded edit layer (None outside presets).
+    """
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    arch: Architecture
+    name: str
+    identity: str
+    default_layer: int | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def max_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda was requested but no CUDA device is available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
+
+
+def load_model(
+    ref: str | None = None,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    architecture: Mapping[str, str] | None = None,
+) -> LoadedModel:
+    """Resolve ``ref`` and load model + tokenizer in eval mode with gradients off."""
+    ref = ref or DEFAULT_MODEL
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    preset = get_preset(ref)
+    default_layer = None
+    if preset is not None:
+        hf_dir = ensure_preset(preset)
+        name, default_layer = preset.name, preset.edit_layer
+    else:
+        path = Path(ref).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            hf_dir, name = ensure_gguf_converted(path), path.stem
+        elif path.is_dir():
+            hf_dir, name = _local_dir(path), path.name
+        elif path.exists():
+            raise ModelLoadError(
+                f"{ref} is not a model: give a .gguf file, a Hugging Face model directory, "
+                "a hub id or a preset"
+            )
+        elif _looks_like_hub_id(ref):
+            hf_dir, name = None, ref
+        else:
+            presets = ", ".join(list_presets())
+            raise ModelLoadError(
+                f'unknown model "{ref}": not a preset ({presets}), not an existing path, '
+                "not a hub id (owner/name)"
+            )
+    source = str(hf_dir) if hf_dir is not None else ref
+    if hf_dir is None:
+        info(f"loading {ref} from the Hugging Face hub (network)")
+    model, tokenizer = _load_hf(source, torch_dtype, trust_remote_code)
+    model.to(torch_device)
+    arch = resolve_architecture(model, architecture)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        arch=arch,
+        name=name,
+        identity=_identity(source, model),
+        default_layer=default_layer,
+    )
+
+
+def _looks_like_hub_id(ref: str) -> bool:
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith((".", "/", "~"))
+
+
+def _local_dir(path: Path) -> Path:
+    if (path / "config.json").is_file():
+        return path
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return ensure_gguf_converted(ggufs[0])
+    raise ModelLoadError(
+        f"{path} is not a model directory: it has no config.json (and not exactly one .gguf)"
+    )
+
+
+def _load_hf(
+    source: str, dtype: torch.dtype, trust_remote_code: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, trust_remote_code=trust_remote_code
+            )
+    except FactEditError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load model from {source}: {first}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def _identity(source: str, model: PreTrainedModel) -> str:
+    """A stable name for the exact weights: the GGUF hash, a hub revision or a directory."""
+    ident_file = Path(source) / IDENTITY_FILE
+    if ident_file.is_file():
+        return json.loads(ident_file.read_text())["identity"]
+    revision = getattr(model.config, "_commit_hash", None)
+    path = Path(source)
+    if path.is_dir():
+        stamps = sorted(
+            f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
+            for p in path.glob("*.safetensors")
+        )
+        digest = json.dumps(stamps)
+        import hashlib
+
+        return f"dir:{path.resolve()}:{hashlib.sha256(digest.encode()).hexdigest()[:16]}"
+    return f"hub:{source}@{revision or 'unknown'}"
+
+
+# ---- GGUF -> cached safetensors directory ---------------------------------------------------
+
+
+def ensure_preset(preset: Preset) -> Path:
+    """The cached HF directory of a preset, fetching and converting on first use."""
+    gguf = fetch_preset(preset)
+    return ensure_gguf_converted(gguf, sha256=preset.source.get("sha256"))
+
+
+def ensure_gguf_converted(gguf: Path, *, sha256: str | None = None) -> Path:
+    """Dequantise ``gguf`` into a cached HF directory (once) and return that directory."""
+    digest = sha256 or sha256_file(gguf)
+    out = cache_dir("models") / f"gguf-{digest[:16]}"
+    if (out / IDENTITY_FILE).is_file():
+        return out
+    info(f"dequantising {gguf.name} once (about a minute); cached in {out}")
+    try:
+        convert_gguf(gguf, out, identity=f"gguf:{digest[:16]}:{gguf.name}")
+    except FactEditError:
+        raise
+    except Exception as exc:  # a corrupt or foreign file surfaces in many ways
+        raise ModelLoadError(f"{gguf} could not be read as a GGUF model: {exc}") from exc
+    return out
+
+
+def convert_gguf(gguf: Path, out: Path, *, identity: str) -> None:
+    """Load a GGUF with transformers, rebuild the plain model, save safetensors atomically."""
+    folder, name = str(gguf.parent), gguf.name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        quantised = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32
+        )
+        config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(quantised.state_dict(), strict=False)
+    missing = [k for k in missing if k not in _tied_keys(plain)]
+    if missing or unexpected:
+        raise ModelLoadError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
+    plain.tie_weights()
+    with atomic_dir(out, overwrite=True) as tmp:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_text(
+            tmp / IDENTITY_FILE,
+            json.dumps({"identity": identity, "gguf": str(gguf)}, indent=2),
+        )
+
+
+def _tied_keys(model: PreTrainedModel) -> set[str]:
+    keys = getattr(model, "_tied_weights_keys", None) or []
+    if isinstance(keys, dict):
+        return set(keys)
+    return set(keys)

@@ -1,0 +1,154 @@
+"""Tiny offline tokenizers and random models for tests (no hub, no downloads).
+
+``byte_bpe_tokenizer()`` is GPT-2 style byte-level BPE; ``sentencepiece_tokenizer()`` is
+Llama style (metaspace "▁", BOS prepended). ``tiny_model(model_type)`` builds a random model
+of any mapped architecture with a few hundred thousand parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers.trainers import BpeTrainer
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from factedit.models.arch import resolve_architecture
+from factedit.models.loading import LoadedModel
+
+TINY_MODEL_TYPES = (
+    "gpt2",
+    "gptj",
+    "gpt_neox",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma2",
+    "gemma3_text",
+)
+_FALLBACK_TEXT = (
+    "The Eiffel Tower is located in the city of Paris. Michael Jordan plays basketball. "
+    "The iPhone is made by Apple. Rome is the capital of Italy. "
+)
+
+
+def _training_text(corpus: Path | None) -> list[str]:
+    if corpus is not None and corpus.is_file():
+        return corpus.read_text(encoding="utf-8")[:300_000].splitlines()
+    return [_FALLBACK_TEXT] * 50
+
+
+@functools.cache
+def byte_bpe_tokenizer(corpus: Path | None = None, vocab_size: int = 1000) -> PreTrainedTokenizerFast:
+    """GPT-2 style byte-level BPE (leading spaces inside tokens, no BOS added)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_training_text(corpus) + [_FALLBACK_TEXT], trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
+
+
+@functools.cache
+def sentencepiece_tokenizer(
+    corpus: Path | None = None, vocab_size: int = 1000
+) -> PreTrainedTokenizerFast:
+    """Llama/SentencePiece style: "▁" marks spaces, "<s>" is prepended to every prompt."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=False))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    trainer = BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"])
+    tok.normalizer = None
+    tok.train_from_iterator(_training_text(corpus) + [_FALLBACK_TEXT], trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="</s>",
+    )
+
+
+def tiny_config(
+    model_type: str,
+    vocab_size: int,
+    *,
+    layers: int = 4,
+    hidden: int = 64,
+    bos_token_id: int = 0,
+    eos_token_id: int = 0,
+):
+    """A config of ``model_type`` with a few hundred thousand parameters."""
+    common = dict(
+        vocab_size=vocab_size,
+        tie_word_embeddings=False,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=eos_token_id,
+    )
+    if model_type == "gpt2":
+        kw = dict(n_embd=hidden, n_layer=layers, n_head=4, n_positions=256, n_inner=2 * hidden)
+    elif model_type == "gptj":
+        kw = dict(n_embd=hidden, n_layer=layers, n_head=4, n_positions=256, rotary_dim=8)
+    elif model_type == "gpt_neox":
+        kw = dict(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=256,
+        )
+    else:
+        kw = dict(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=256,
+            head_dim=hidden // 4,
+        )
+    return AutoConfig.for_model(model_type, **common, **kw)
+
+
+def tiny_model(
+    model_type: str, tokenizer: PreTrainedTokenizerFast, *, seed: int = 0, layers: int = 4
+) -> LoadedModel:
+    """A random ``LoadedModel`` of ``model_type`` (eval mode, gradients off, float32)."""
+    config = tiny_config(
+        model_type,
+        len(tokenizer),
+        layers=layers,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        arch=resolve_architecture(model),
+        name=f"tiny-{model_type}",
+        identity=f"tiny:{model_type}:{seed}:{layers}",
+        default_layer=1,
+    )
