@@ -11,7 +11,7 @@ import functools
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -42,7 +42,9 @@ def _training_text(corpus: Path | None) -> list[str]:
 
 
 @functools.cache
-def byte_bpe_tokenizer(corpus: Path | None = None, vocab_size: int = 1000) -> PreTrainedTokenizerFast:
+def byte_bpe_tokenizer(
+    corpus: Path | None = None, vocab_size: int = 1000
+) -> PreTrainedTokenizerFast:
     """GPT-2 style byte-level BPE (leading spaces inside tokens, no BOS added)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -53,7 +55,7 @@ def byte_bpe_tokenizer(corpus: Path | None = None, vocab_size: int = 1000) -> Pr
         special_tokens=["<|endoftext|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(_training_text(corpus) + [_FALLBACK_TEXT], trainer=trainer)
+    tok.train_from_iterator([*_training_text(corpus), _FALLBACK_TEXT], trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|endoftext|>",
@@ -68,12 +70,12 @@ def sentencepiece_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Llama/SentencePiece style: "▁" marks spaces, "<s>" is prepended to every prompt."""
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=False))
-    tok.normalizer = normalizers.Replace(" ", "▁")
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="▁", prepend_scheme="first", split=True
+    )
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=True)
     trainer = BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"])
-    tok.normalizer = None
-    tok.train_from_iterator(_training_text(corpus) + [_FALLBACK_TEXT], trainer=trainer)
+    tok.train_from_iterator([*_training_text(corpus), _FALLBACK_TEXT], trainer=trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]

@@ -136,6 +136,21 @@ class Architecture:
     def lm_head(self) -> nn.Module:
         return self.model.get_submodule(self.paths.lm_head)
 
+    def base_model(self) -> nn.Module:
+        """The decoder stack without the LM head; its output is normed (``final_norm``)."""
+        return self.model.base_model
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM-head logits from final (normed) hidden states [..., d] -> [..., vocab].
+
+        Applies the final-logit soft-capping some families use (Gemma 2).
+        """
+        logits = self.lm_head()(hidden)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
     # ---- the edited weight -----------------------------------------------------------
     def down_proj_weight_name(self, layer: int) -> str:
         """Parameter name of the edited weight, as in ``model.named_parameters()``."""

@@ -77,7 +77,9 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     try:
         return DTYPES[dtype]
     except KeyError:
-        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
+        raise ModelLoadError(
+            f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}"
+        ) from None
 
 
 def load_model(
@@ -229,7 +231,9 @@ def convert_gguf(gguf: Path, out: Path, *, identity: str) -> None:
     missing, unexpected = plain.load_state_dict(quantised.state_dict(), strict=False)
     missing = [k for k in missing if k not in _tied_keys(plain)]
     if missing or unexpected:
-        raise ModelLoadError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
+        raise ModelLoadError(
+            f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}"
+        )
     plain.tie_weights()
     with atomic_dir(out, overwrite=True) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)

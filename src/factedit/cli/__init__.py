@@ -1,0 +1,1 @@
+"""The ``factedit`` command line (Typer): one module per command group, each thin."""

@@ -1,0 +1,59 @@
+"""Options and error handling shared by every command.
+
+Exit codes: 0 success, 1 a quality gate failed, 2 usage or input error (a
+:class:`~factedit.errors.FactEditError`), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from factedit.console import err_console
+from factedit.errors import FactEditError
+
+F = TypeVar("F", bound=Callable)
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Preset name, Hugging Face hub id, local model directory or .gguf file "
+        "(default: the spec's model, else gemma-3-270m).",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+DtypeOpt = Annotated[
+    str, typer.Option("--dtype", help="Model dtype: float32, bfloat16 or float16.")
+]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code", help="Allow a hub model's own Python code (off by default)."
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def cli_errors(fn: F) -> F:
+    """Turn FactEditError into a one-line message and exit 2; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FactEditError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; nothing was written", 130) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,157 @@
+"""``factedit edit``: validate a spec, or apply its edits and show before/after."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from factedit.apply import EditRecord, apply_spec, check_prompt_lengths, save_edited_model
+from factedit.cli.common import DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, cli_errors
+from factedit.editing import Editor
+from factedit.errors import SpecError
+from factedit.models import load_model
+from factedit.paths import atomic_write_text
+from factedit.spec import load_spec
+
+edit_app = typer.Typer(
+    help="Apply the edits of a YAML spec (or CounterFact file).", no_args_is_help=True
+)
+out = Console(highlight=False)
+
+SpecArg = Annotated[Path, typer.Argument(help="Edit spec (.yaml) or CounterFact/zsRE .json.")]
+LayersOpt = Annotated[
+    str | None, typer.Option("--layers", help='Layer(s) to edit, e.g. "4" or "auto".')
+]
+CorpusOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--corpus", help="Text/JSONL corpus for the statistics C (repeatable)."),
+]
+
+
+def parse_layers(text: str | None) -> tuple[int, ...] | str | None:
+    """``"auto"`` or comma-separated non-negative ints; None when not given."""
+    if text is None:
+        return None
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        layers = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise SpecError(
+            f'--layers must be "auto" or integers like "4" or "4,5"; got "{text}"'
+        ) from None
+    if any(x < 0 for x in layers):
+        raise SpecError(f"--layers must be non-negative; got {text}")
+    return layers
+
+
+@edit_app.command("validate")
+@cli_errors
+def validate_command(spec_path: SpecArg) -> None:
+    """Check a spec without loading any model."""
+    spec = load_spec(spec_path)
+    out.print(f"[green]ok[/green] {spec_path}: {len(spec.edits)} edit(s), method {spec.method}")
+
+
+@edit_app.command("apply")
+@cli_errors
+def apply_command(
+    spec_path: SpecArg,
+    model: ModelOpt = None,
+    layers: LayersOpt = None,
+    corpus: CorpusOpt = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most N edits/records.")] = None,
+    offset: Annotated[int, typer.Option(help="Skip the first K edits/records.")] = 0,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Write the edited model here (HF directory).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the before/after numbers as JSON.")
+    ] = None,
+    allow_large_updates: Annotated[
+        bool, typer.Option(help="Apply updates whose norm looks like a disabling edit.")
+    ] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Edit the model: compute each update (ROME), apply it, show before/after."""
+    spec = load_spec(spec_path, limit=limit, offset=offset)
+    layer_choice = parse_layers(layers) or spec.layers
+    if out_dir is not None and out_dir.exists() and not overwrite:
+        raise SpecError(f"--out {out_dir} already exists; pass --overwrite to replace it")
+    lm = load_model(
+        model or spec.model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+    )
+    check_prompt_lengths(lm, spec)
+    editor = Editor(
+        lm,
+        method=spec.method,
+        layers=layer_choice,
+        hparams=spec.hparams,
+        corpus=corpus,
+        seed=spec.seed,
+        requests=spec.edits,
+        allow_large_updates=allow_large_updates,
+    )
+    out.print(
+        f"model [bold]{lm.name}[/bold] · method {editor.method} · layer "
+        f"{', '.join(map(str, editor.layers))} ({editor.layer_reason})"
+    )
+    run = apply_spec(lm, spec, editor)
+    for index, record in enumerate(run.records):
+        render_record(index, record)
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(run.to_dict(lm), indent=2))
+        out.print(f"wrote {json_path}")
+    if out_dir is not None:
+        save_edited_model(lm, out_dir, run, overwrite=overwrite)
+        out.print(f"wrote the edited model to {out_dir}")
+
+
+def _pct(p: float | None) -> str:
+    return "—" if p is None else f"{100 * p:5.1f}%"
+
+
+def render_record(index: int, record: EditRecord) -> None:
+    """A before/after table for one edit, then the greedy generations."""
+    req = record.request
+    title = (
+        f"edit #{index}: {req.subject} · {req.target_true or '?'} → {req.target_new}"
+        f"  (layer {record.deltas[0].meta['layer']}, "
+        f"‖ΔW‖/‖W‖ {record.deltas[0].meta['relative_norm']:.3f}, {record.seconds:.1f}s)"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("group")
+    table.add_column("prompt", overflow="fold", max_width=60)
+    table.add_column("P(true) before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_column("P(new) before", justify="right")
+    table.add_column("after", justify="right")
+    for b, a in zip(record.before.prompts, record.after.prompts, strict=True):
+        expected_b, expected_a = b.expected, a.expected
+        label = b.group if b.answer_text is None else f"{b.group} ({b.answer_text})"
+        table.add_row(
+            label,
+            b.prompt,
+            _pct(expected_b.prob if expected_b else None),
+            _pct(expected_a.prob if expected_a else None),
+            _pct(b.new.prob),
+            _pct(a.new.prob),
+        )
+    out.print(table)
+    out.print(
+        Panel(
+            f"[dim]before:[/dim] {req.rewrite_prompt}{record.generation_before}\n"
+            f"[dim]after: [/dim] {req.rewrite_prompt}{record.generation_after}",
+            title="greedy generation",
+            title_align="left",
+        )
+    )

@@ -1,0 +1,133 @@
+"""Low-rank weight deltas: computed by a method, applied and reverted exactly.
+
+    delta = WeightDelta(param, left, right)        # ΔW = left @ right.T, weight orientation
+    applied = apply_deltas(model, [delta, ...])    # W += ΔW (computed in float32, cast once)
+    applied.revert()                               # every weight restored bit for bit
+    with apply_deltas(model, deltas): ...          # same, reverted on exit
+    save_deltas(path, deltas); load_deltas(path)   # safetensors + JSON metadata
+
+Methods never mutate the model: they return deltas, and applying them is a separate,
+reversible step (the original weights are kept until ``revert``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save
+from torch import nn
+
+from factedit.errors import NumericalError
+from factedit.paths import atomic_file
+
+
+@dataclass
+class WeightDelta:
+    """ΔW = ``left @ right.T`` for the parameter named ``param`` (in its stored orientation).
+
+    ``left``: [rows, r], ``right``: [cols, r], float32, where the weight is [rows, cols].
+    ``meta``: JSON-able provenance (method, layer, edit, norms).
+    """
+
+    param: str
+    left: torch.Tensor
+    right: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        return self.left.shape[1]
+
+    def dense(self) -> torch.Tensor:
+        """The full update, [rows, cols] float32."""
+        return self.left.float() @ self.right.float().T
+
+    def check_finite(self) -> None:
+        if not (torch.isfinite(self.left).all() and torch.isfinite(self.right).all()):
+            raise NumericalError(
+                f"the update to {self.param} contains NaN/Inf ({self.meta.get('edit', '')}); "
+                "the model was not changed"
+            )
+
+
+class AppliedDeltas:
+    """Deltas applied to a model; ``revert()`` restores the original weights bit for bit."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._originals: dict[str, torch.Tensor] = {}
+
+    def add(self, delta: WeightDelta) -> None:
+        delta.check_finite()
+        param = self.model.get_parameter(delta.param)
+        if tuple(param.shape) != (delta.left.shape[0], delta.right.shape[0]):
+            raise NumericalError(
+                f"delta for {delta.param} has shape {delta.left.shape[0]}x{delta.right.shape[0]}, "
+                f"the weight is {tuple(param.shape)}"
+            )
+        if delta.param not in self._originals:
+            self._originals[delta.param] = param.detach().clone()
+        with torch.no_grad():
+            update = delta.dense().to(param.device)
+            param.copy_((param.float() + update).to(param.dtype))
+
+    def revert(self) -> None:
+        with torch.no_grad():
+            for name, original in self._originals.items():
+                self.model.get_parameter(name).copy_(original)
+        self._originals.clear()
+
+    @property
+    def params(self) -> list[str]:
+        return list(self._originals)
+
+    def __enter__(self) -> AppliedDeltas:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.revert()
+
+
+def apply_deltas(
+    model: nn.Module, deltas: Sequence[WeightDelta], into: AppliedDeltas | None = None
+) -> AppliedDeltas:
+    """Apply ``deltas`` in order (all checked for NaN/Inf first); returns the undo handle.
+
+    Pass ``into`` to accumulate several rounds of edits under one handle (sequential editing).
+    """
+    for delta in deltas:
+        delta.check_finite()
+    applied = into if into is not None else AppliedDeltas(model)
+    for delta in deltas:
+        applied.add(delta)
+    return applied
+
+
+def save_deltas(path: str | Path, deltas: Sequence[WeightDelta]) -> None:
+    """Write deltas as one safetensors file (factors only: KB-sized), atomically."""
+    tensors, meta = {}, []
+    for i, d in enumerate(deltas):
+        tensors[f"{i}.left"] = d.left.detach().float().contiguous().cpu()
+        tensors[f"{i}.right"] = d.right.detach().float().contiguous().cpu()
+        meta.append({"param": d.param, "meta": d.meta})
+    with atomic_file(path) as fh:
+        fh.write(save(tensors, metadata={"factedit.deltas": json.dumps(meta)}))
+
+
+def load_deltas(path: str | Path) -> list[WeightDelta]:
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["factedit.deltas"])
+    tensors = load_file(str(path))
+    return [
+        WeightDelta(m["param"], tensors[f"{i}.left"], tensors[f"{i}.right"], m["meta"])
+        for i, m in enumerate(meta)
+    ]
+
+
+__all__ = ["AppliedDeltas", "WeightDelta", "apply_deltas", "load_deltas", "save_deltas"]

@@ -1,0 +1,1 @@
+"""Editing methods: each computes weight deltas and never mutates the model."""

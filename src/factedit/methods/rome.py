@@ -1,0 +1,250 @@
+"""ROME: one fact, one rank-one update of an MLP down-projection (SPEC §2, r-ROME fix).
+
+    k*  = mean over context templates of the down-projection's input at the subject's last
+          token                                                         [d_in]
+    v*  = v_orig + δ, δ optimised so the model predicts target_new (NLL + KL + weight decay,
+          clamped)                                                      [d_out]
+    ΔW  = (v* − W k*) uᵀ / (uᵀ k*),  u = C⁻¹ k*                         rank one
+
+The same averaged k* is used in u, in the residual and in the denominator (r-ROME): mixing in
+the bare-prompt key is what produces "disabling edits". The model is never changed: the
+result is a :class:`~factedit.delta.WeightDelta`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from factedit.batching import pad_right
+from factedit.delta import WeightDelta
+from factedit.forward import hidden_at, resume_from_layer
+from factedit.hooks import Trace
+from factedit.models.loading import LoadedModel
+from factedit.spec import EditRequest
+from factedit.tokens import SubjectPrompt, locate_subject, target_token_ids
+
+KL_TEMPLATE = "{} is a"
+
+
+@dataclass(frozen=True)
+class RomeHParams:
+    """ROME hyper-parameters (defaults: the reference values, SPEC §2)."""
+
+    v_num_grad_steps: int = 20
+    v_lr: float = 0.5
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 4.0
+    kl_factor: float = 0.0625
+    nll_stop: float = 0.05
+    context_template_lengths: tuple[int, ...] = (5, 10)
+    context_templates_per_length: int = 10
+    mom2_n_tokens: int = 100_000
+    mom2_dtype: str = "float32"
+    corpus: str | None = None
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any] | None) -> RomeHParams:
+        known = {f.name for f in fields(cls)}
+        return replace(cls(), **{k: v for k, v in (overrides or {}).items() if k in known})
+
+
+@dataclass
+class RomeResult:
+    """The delta plus what produced it: ``k_star`` [d_in], ``v_star`` [d_out], float32."""
+
+    delta: WeightDelta
+    k_star: torch.Tensor
+    v_star: torch.Tensor
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+def _rewrite_prompts(request: EditRequest, templates: Sequence[str]) -> list[tuple[str, str]]:
+    """(text, template-with-one-"{}") for every context template around the edit prompt."""
+    out = []
+    for template in templates:
+        full = template.replace("{}", request.prompt, 1)
+        out.append((full.replace("{}", request.subject, 1), full))
+    return out
+
+
+def _located(
+    lm: LoadedModel, request: EditRequest, templates: Sequence[str]
+) -> list[SubjectPrompt]:
+    tok = lm.tokenizer
+    return [
+        locate_subject(tok, text, request.subject, template=tmpl)
+        for text, tmpl in _rewrite_prompts(request, templates)
+    ]
+
+
+@torch.no_grad()
+def compute_key(
+    lm: LoadedModel, request: EditRequest, layer: int, templates: Sequence[str]
+) -> torch.Tensor:
+    """k*: the down-projection's input at the last subject token, template-averaged [d_in]."""
+    prompts = _located(lm, request, templates)
+    ids, mask = pad_right([p.input_ids for p in prompts], lm.tokenizer.pad_token_id, lm.device)
+    with Trace(
+        lm.model, lm.arch.down_proj_name(layer), retain_input=True, retain_output=False, stop=True
+    ) as tr:
+        lm.model(input_ids=ids, attention_mask=mask, use_cache=False)
+    rows = torch.arange(len(prompts), device=lm.device)
+    last = torch.tensor([p.last_subject_index for p in prompts], device=lm.device)
+    return tr.input[rows, last].float().mean(dim=0)
+
+
+def compute_value(
+    lm: LoadedModel,
+    request: EditRequest,
+    layer: int,
+    templates: Sequence[str],
+    hp: RomeHParams,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """v* [d_out]: the down-projection output that makes the model say ``target_new``.
+
+    One batch holds every rewriting prompt (template + prompt + target[:-1]) and the KL
+    prompt "{subject} is a". The layers below ``layer`` never change, so their output is
+    computed once and each optimisation step runs only ``layer`` and above, with LM-head
+    logits only at the positions that predict target tokens (and the KL position).
+    """
+    tok, device = lm.tokenizer, lm.device
+    target = target_token_ids(tok, request.target_new)
+    prompts = _located(lm, request, templates)
+    kl = locate_subject(
+        tok, KL_TEMPLATE.replace("{}", request.subject), request.subject, template=KL_TEMPLATE
+    )
+    rows = [list(p.input_ids) + target[:-1] for p in prompts] + [list(kl.input_ids)]
+    ids, mask = pad_right(rows, tok.pad_token_id, device)
+    n = len(prompts)
+    lookup = torch.tensor(
+        [p.last_subject_index for p in prompts] + [kl.last_subject_index], device=device
+    )
+    batch_rows = torch.arange(n + 1, device=device)
+    # positions whose next-token prediction is a target token: [n, len(target)]
+    pred_pos = torch.tensor(
+        [[len(p.input_ids) - 1 + j for j in range(len(target))] for p in prompts], device=device
+    )
+    target_ids = torch.tensor(target, device=device).expand(n, -1)
+
+    start = hidden_at(lm.arch, layer, ids, mask) if layer > 0 else None
+    down_name = lm.arch.down_proj_name(layer)
+    delta = torch.zeros(
+        lm.arch.down_proj(layer).weight.shape[1 if lm.arch.weight_is_in_out(layer) else 0],
+        device=device,
+        requires_grad=True,
+    )
+    state: dict[str, torch.Tensor] = {}
+
+    def add_delta(out: torch.Tensor, _name: str) -> torch.Tensor:
+        if "v_orig" not in state:
+            state["v_orig"] = out[0, lookup[0]].detach().float().clone()
+        out = out.clone()
+        out[batch_rows, lookup] = out[batch_rows, lookup] + delta.to(out.dtype)
+        return out
+
+    def forward() -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs at target positions [n, len(target), V], KL log-probs [V])."""
+        with (
+            resume_from_layer(lm.arch, layer, start),
+            Trace(lm.model, down_name, retain_output=False, edit_output=add_delta),
+        ):
+            hidden = lm.arch.base_model()(
+                input_ids=ids, attention_mask=mask, use_cache=False
+            ).last_hidden_state
+        picked = hidden[torch.arange(n, device=device)[:, None], pred_pos]
+        logp = torch.log_softmax(lm.arch.logits(picked).float(), dim=-1)
+        kl_logp = torch.log_softmax(lm.arch.logits(hidden[n, lookup[n]]).float(), dim=-1)
+        return logp, kl_logp
+
+    optimizer = torch.optim.Adam([delta], lr=hp.v_lr)
+    kl_init: torch.Tensor | None = None
+    history: list[float] = []
+    for step in range(hp.v_num_grad_steps):
+        optimizer.zero_grad()
+        logp, kl_logp = forward()
+        if kl_init is None:
+            kl_init = kl_logp.detach().clone()
+        nll = -(logp.gather(2, target_ids[..., None]).squeeze(2).mean(dim=1)).mean()
+        kl_loss = hp.kl_factor * F.kl_div(
+            kl_logp[None], kl_init[None], log_target=True, reduction="batchmean"
+        )
+        v_norm = state["v_orig"].norm()
+        decay = hp.v_weight_decay * delta.norm() / v_norm**2
+        loss = nll + kl_loss + decay
+        history.append(float(nll.detach()))
+        if history[-1] < hp.nll_stop or step == hp.v_num_grad_steps - 1:
+            break
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            max_norm = hp.clamp_norm_factor * v_norm
+            if delta.norm() > max_norm:
+                delta.mul_(max_norm / delta.norm())
+    v_star = state["v_orig"] + delta.detach().float()
+    log = {
+        "nll": history,
+        "steps": len(history),
+        "delta_norm": float(delta.norm()),
+        "v_orig_norm": float(state["v_orig"].norm()),
+        "target_tokens": len(target),
+    }
+    return v_star, log
+
+
+@torch.no_grad()
+def rank_one_delta(
+    lm: LoadedModel, layer: int, C: torch.Tensor, k_star: torch.Tensor, v_star: torch.Tensor
+) -> tuple[WeightDelta, dict[str, float]]:
+    """ΔW = (v* − W k*) uᵀ / (uᵀ k*), u = C⁻¹ k*, in the weight's own orientation.
+
+    ``C`` [d_in, d_in], ``k_star`` [d_in], ``v_star`` [d_out]; solved in float64.
+    """
+    module = lm.arch.down_proj(layer)
+    weight = module.weight
+    k64 = k_star.double().to(C.device)
+    u = torch.linalg.solve(C.double(), k64)
+    denom = torch.dot(u, k64)
+    current = module(k_star.to(weight.device, weight.dtype)[None]).float()[0]
+    residual = (v_star.to(current.device) - current).double() / denom
+    u32, r32 = u.float().to(weight.device), residual.float().to(weight.device)
+    if lm.arch.weight_is_in_out(layer):  # Conv1D: W is [in, out], ΔW = u rᵀ
+        left, right = u32[:, None], r32[:, None]
+    else:  # Linear: W is [out, in], ΔW = r uᵀ
+        left, right = r32[:, None], u32[:, None]
+    rel = float(left.norm() * right.norm() / weight.float().norm())
+    norms = {
+        "delta_norm": float(left.norm() * right.norm()),
+        "relative_norm": rel,
+        "residual_norm": float(residual.norm() * denom),
+    }
+    delta = WeightDelta(lm.arch.down_proj_weight_name(layer), left, right)
+    return delta, norms
+
+
+def compute_rome(
+    lm: LoadedModel,
+    request: EditRequest,
+    layer: int,
+    C: torch.Tensor,
+    templates: Sequence[str],
+    hp: RomeHParams,
+) -> RomeResult:
+    """The full ROME update for one request at ``layer``; the model is left unchanged."""
+    k_star = compute_key(lm, request, layer, templates)
+    v_star, log = compute_value(lm, request, layer, templates, hp)
+    delta, norms = rank_one_delta(lm, layer, C, k_star, v_star)
+    delta.meta = {
+        "method": "rome",
+        "layer": layer,
+        "subject": request.subject,
+        "target_new": request.target_new,
+        **norms,
+        "v_steps": log["steps"],
+        "final_nll": log["nll"][-1] if log["nll"] else None,
+    }
+    return RomeResult(delta=delta, k_star=k_star, v_star=v_star, log={**log, **norms})

@@ -1,0 +1,127 @@
+"""ROME algebra on tiny random models of every mapped architecture.
+
+ΔW has rank one; W'k* = v* (to float precision); computing never changes the model;
+revert restores every weight bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from factedit.delta import WeightDelta, apply_deltas, load_deltas, save_deltas
+from factedit.editing import Editor
+from factedit.errors import NumericalError
+from factedit.methods.rome import RomeHParams, compute_key, compute_value, rank_one_delta
+from factedit.spec import EditRequest
+from factedit.testing import TINY_MODEL_TYPES
+
+REQUEST = EditRequest(
+    subject="Eiffel Tower",
+    prompt="The {} is located in the city of",
+    target_new="Rome",
+    target_true="Paris",
+)
+FAST = {"mom2_n_tokens": 2_000, "v_num_grad_steps": 5, "context_templates_per_length": 2}
+
+
+def _digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def editor_for(tiny, corpus_path):
+    def make(model_type: str, layer: int = 1) -> Editor:
+        lm = tiny(model_type)
+        return Editor(lm, layers=[layer], hparams=FAST, corpus=[corpus_path])
+
+    return make
+
+
+@pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
+def test_rome_algebra(editor_for, model_type):
+    editor = editor_for(model_type)
+    lm, layer = editor.lm, editor.layer
+    before = _digest(lm.model)
+    C = editor.statistics(layer)
+    templates = editor.templates()
+    k = compute_key(lm, REQUEST, layer, templates)
+    v, log = compute_value(lm, REQUEST, layer, templates, editor.hparams)
+    delta, norms = rank_one_delta(lm, layer, C, k, v)
+    assert _digest(lm.model) == before, "computing an update must not change the model"
+
+    dense = delta.dense()
+    weight = lm.arch.down_proj_weight(layer)
+    assert dense.shape == weight.shape
+    singular = torch.linalg.svdvals(dense.double())
+    assert singular[0] > 0 and singular[1] / singular[0] < 1e-5  # rank one
+    assert log["steps"] >= 1 and len(log["nll"]) == log["steps"]
+
+    with apply_deltas(lm.model, [delta]):
+        out = lm.arch.down_proj(layer)(k[None])[0]
+        assert torch.allclose(out, v, atol=1e-3 * max(1.0, float(v.norm()))), (out - v).norm()
+        assert _digest(lm.model) != before
+    assert _digest(lm.model) == before, "revert must restore every weight bit for bit"
+    assert norms["relative_norm"] == pytest.approx(
+        float(dense.norm() / weight.float().norm()), rel=1e-4
+    )
+
+
+def test_conv1d_orientation_detected_by_type(tiny):
+    gpt2, llama = tiny("gpt2"), tiny("llama")
+    assert gpt2.arch.weight_is_in_out(1) and not llama.arch.weight_is_in_out(1)
+
+
+def test_update_uses_same_averaged_key_everywhere(editor_for):
+    """r-ROME: ΔW k* = v* − W k* exactly for the averaged k*, not for the bare-prompt key."""
+    editor = editor_for("llama")
+    lm, layer = editor.lm, editor.layer
+    C = editor.statistics(layer)
+    k = compute_key(lm, REQUEST, layer, editor.templates())
+    k_bare = compute_key(lm, REQUEST, layer, ["{}"])
+    v = torch.randn(lm.arch.down_proj_weight(layer).shape[0])
+    delta, _ = rank_one_delta(lm, layer, C, k, v)
+    W = lm.arch.down_proj_weight(layer).double()
+    residual = v.double() - W @ k.double()
+    assert torch.allclose(delta.dense().double() @ k.double(), residual, atol=1e-3)
+    assert not torch.allclose(k, k_bare)
+
+
+def test_deltas_round_trip_and_nan_guard(tmp_path, tiny):
+    lm = tiny("qwen2")
+    name = lm.arch.down_proj_weight_name(1)
+    rows, cols = lm.arch.down_proj_weight(1).shape
+    delta = WeightDelta(name, torch.randn(rows, 1), torch.randn(cols, 1), {"layer": 1})
+    save_deltas(tmp_path / "patch.safetensors", [delta])
+    (back,) = load_deltas(tmp_path / "patch.safetensors")
+    assert back.param == name and back.meta == {"layer": 1}
+    assert torch.equal(back.dense(), delta.dense())
+    assert (tmp_path / "patch.safetensors").stat().st_size < 10_000  # factors only
+
+    before = lm.arch.down_proj_weight(1).detach().clone()
+    bad = WeightDelta(name, torch.full((rows, 1), float("nan")), torch.ones(cols, 1))
+    with pytest.raises(NumericalError, match="NaN"):
+        apply_deltas(lm.model, [delta, bad])
+    assert torch.equal(lm.arch.down_proj_weight(1), before), "nothing applied when one is bad"
+
+
+def test_sequential_revert_restores_original(tiny):
+    lm = tiny("gemma3_text")
+    name = lm.arch.down_proj_weight_name(2)
+    rows, cols = lm.arch.down_proj_weight(2).shape
+    original = lm.arch.down_proj_weight(2).detach().clone()
+    applied = apply_deltas(lm.model, [WeightDelta(name, torch.randn(rows, 1), torch.randn(cols, 1))])
+    apply_deltas(lm.model, [WeightDelta(name, torch.randn(rows, 1), torch.randn(cols, 1))], applied)
+    applied.revert()
+    assert torch.equal(lm.arch.down_proj_weight(2), original)
+
+
+def test_hparams_overrides_ignore_non_rome_keys():
+    hp = RomeHParams.from_overrides({"v_lr": 0.1, "kl_factor": 0})
+    assert hp.v_lr == 0.1 and hp.kl_factor == 0 and hp.v_num_grad_steps == 20
