@@ -189,7 +189,7 @@ def compute_value(
     log = {
         "nll": history,
         "steps": len(history),
-        "delta_norm": float(delta.norm()),
+        "delta_norm": float(delta.detach().norm()),
         "v_orig_norm": float(state["v_orig"].norm()),
         "target_tokens": len(target),
     }

@@ -1,0 +1,98 @@
+"""`factedit edit` through Typer's CliRunner, on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from factedit.cli import edit as edit_cli
+from factedit.cli.main import app
+from factedit.delta import load_deltas
+
+SPEC = """
+model: tiny
+layers: [1]
+hparams: {mom2_n_tokens: 2000, v_num_grad_steps: 4, context_templates_per_length: 2}
+edits:
+  - subject: Eiffel Tower
+    prompt: "The {} is located in the city of"
+    target_new: Rome
+    target_true: Paris
+    paraphrases: ["The Eiffel Tower stands in the city of"]
+    neighborhood: ["The Louvre is located in the city of"]
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+@pytest.fixture
+def tiny_llama(tiny, monkeypatch, corpus_path):
+    lm = tiny("llama")
+    monkeypatch.setattr(edit_cli, "load_model", lambda *a, **k: lm)
+    monkeypatch.setenv("FACTEDIT_CORPUS", str(corpus_path))
+    return lm
+
+
+def test_edit_apply_writes_model_json_and_patch(spec_file, tiny_llama, tmp_path):
+    lm = tiny_llama
+    original = lm.arch.down_proj_weight(1).detach().clone()
+    out_dir, report = tmp_path / "edited", tmp_path / "report.json"
+    result = CliRunner().invoke(
+        app, ["edit", "apply", str(spec_file), "--out", str(out_dir), "--json", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "edit #0" in result.output and "greedy generation" in result.output
+
+    data = json.loads(report.read_text())
+    assert data["schema"] == "factedit.edit/1" and data["layers"] == [1]
+    edit = data["edits"][0]
+    assert set(edit["metrics"]["after"]) >= {"es", "ps", "ns"}
+    assert edit["deltas"][0]["layer"] == 1
+
+    reloaded = AutoModelForCausalLM.from_pretrained(out_dir)
+    name = lm.arch.down_proj_weight_name(1)
+    saved = reloaded.get_parameter(name).detach()
+    (patch,) = load_deltas(out_dir / "factedit-patch.safetensors")
+    assert torch.allclose(saved, original + patch.dense(), atol=1e-6)
+    assert not torch.equal(saved, original)
+    assert (out_dir / "factedit-spec.yaml").is_file()
+
+
+def test_interrupted_out_write_leaves_nothing(spec_file, tiny_llama, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(tiny_llama.model), "save_pretrained", interrupted)
+    out_dir = tmp_path / "edited"
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file), "--out", str(out_dir)])
+    assert result.exit_code == 130
+    assert not out_dir.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["spec.yaml"]  # no temporary left behind
+
+
+def test_invalid_spec_fails_before_loading_a_model(tmp_path, monkeypatch):
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(edit_cli, "load_model", no_model)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SPEC.replace("target_new: Rome", "target_new: ''"))
+    result = CliRunner().invoke(app, ["edit", "apply", str(bad)])
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.output and "target_new" in result.output
+    result = CliRunner().invoke(app, ["edit", "apply", str(bad), "--layers", "x"])
+    assert result.exit_code == 2
+
+
+def test_validate_command(spec_file):
+    result = CliRunner().invoke(app, ["edit", "validate", str(spec_file)])
+    assert result.exit_code == 0 and "1 edit(s)" in result.output

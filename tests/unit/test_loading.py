@@ -1,0 +1,96 @@
+"""Model references resolve to clear errors when they cannot be loaded; the arch map."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from factedit.errors import ModelLoadError, UnsupportedArchitectureError
+from factedit.models import ARCHITECTURES, load_model, resolve_architecture
+from factedit.models.presets import list_presets
+from factedit.testing import TINY_MODEL_TYPES
+
+
+def test_presets_are_listed():
+    presets = list_presets()
+    assert {"gemma-3-270m", "smollm2-135m"} <= set(presets)
+    assert all(p.edit_layer >= 0 for p in presets.values())
+
+
+def test_unknown_model_names_presets():
+    with pytest.raises(ModelLoadError, match="gemma-3-270m"):
+        load_model("no-such-model", device="cpu")
+
+
+def test_file_that_is_not_a_model(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    with pytest.raises(ModelLoadError, match="not a model"):
+        load_model(str(path), device="cpu")
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(str(tmp_path), device="cpu")
+
+
+def test_corrupt_gguf_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACTEDIT_HOME", str(tmp_path / "home"))
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="could not be read as a GGUF"):
+        load_model(str(bad), device="cpu")
+    assert not list((tmp_path / "home" / "models").glob("gguf-*/config.json"))
+
+
+def test_corrupt_safetensors_is_reported(tmp_path, tiny):
+    lm = tiny("llama")
+    lm.model.save_pretrained(tmp_path / "m")
+    lm.tokenizer.save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(ModelLoadError, match="cannot load model"):
+        load_model(str(tmp_path / "m"), device="cpu")
+
+
+def test_local_directory_round_trip(tmp_path, tiny):
+    lm = tiny("qwen2")
+    lm.model.save_pretrained(tmp_path / "m")
+    lm.tokenizer.save_pretrained(tmp_path / "m")
+    loaded = load_model(str(tmp_path / "m"), device="cpu", dtype="bfloat16")
+    assert loaded.arch.model_type == "qwen2"
+    assert next(loaded.model.parameters()).dtype == torch.bfloat16
+    assert loaded.identity.startswith("dir:")
+
+
+def test_bad_dtype_and_device():
+    with pytest.raises(ModelLoadError, match="dtype"):
+        load_model("gemma-3-270m", dtype="int3")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="CUDA"):
+            load_model("gemma-3-270m", device="cuda")
+
+
+def test_architecture_map_covers_required_types():
+    assert set(TINY_MODEL_TYPES) <= set(ARCHITECTURES)
+
+
+def test_unsupported_architecture_names_type_and_keys():
+    config = AutoConfig.for_model(
+        "bloom", vocab_size=100, hidden_size=32, n_layer=2, n_head=4
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(UnsupportedArchitectureError) as err:
+        resolve_architecture(model)
+    assert '"bloom"' in str(err.value) and "down_proj" in str(err.value)
+    arch = resolve_architecture(
+        model,
+        {
+            "layers": "transformer.h",
+            "mlp": "mlp",
+            "down_proj": "mlp.dense_4h_to_h",
+            "attn": "self_attention",
+            "embed": "transformer.word_embeddings",
+            "final_norm": "transformer.ln_f",
+            "lm_head": "lm_head",
+        },
+    )
+    assert arch.down_proj(1).weight.shape == (32, 128)
