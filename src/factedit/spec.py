@@ -96,7 +96,17 @@ HPARAM_KEYS: dict[str, type] = {
 _MOM2_DTYPES = ("float32", "float64")
 _POSITIVE_HPARAMS = {"v_num_grad_steps", "v_lr", "clamp_norm_factor", "mom2_n_tokens"}
 
-_TOP_KEYS = ("model", "method", "layers", "seed", "hparams", "edits")
+_TOP_KEYS = ("model", "method", "layers", "seed", "hparams", "architecture", "edits")
+#: Module-path keys accepted under ``architecture:`` (see factedit.models.arch.ArchPaths).
+ARCH_KEYS: tuple[str, ...] = (
+    "layers",
+    "mlp",
+    "down_proj",
+    "attn",
+    "embed",
+    "final_norm",
+    "lm_head",
+)
 _EDIT_KEYS = (
     "subject",
     "prompt",
@@ -197,6 +207,7 @@ class EditSpec:
     seed: int = 0
     source: Path | None = None
     kind: str = "spec"
+    architecture: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.edits, tuple):
@@ -205,6 +216,10 @@ class EditSpec:
             object.__setattr__(self, "layers", tuple(self.layers))
         if not isinstance(self.hparams, types.MappingProxyType):
             object.__setattr__(self, "hparams", types.MappingProxyType(dict(self.hparams)))
+        if not isinstance(self.architecture, types.MappingProxyType):
+            object.__setattr__(
+                self, "architecture", types.MappingProxyType(dict(self.architecture))
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec as plain YAML-able data (``spec_from_dict`` reads it back)."""
@@ -218,6 +233,8 @@ class EditSpec:
             data["hparams"] = {
                 k: list(v) if isinstance(v, tuple) else v for k, v in self.hparams.items()
             }
+        if self.architecture:
+            data["architecture"] = dict(self.architecture)
         data["edits"] = [edit.to_dict() for edit in self.edits]
         return data
 
@@ -634,7 +651,25 @@ def _settings(where: _Where, data: Mapping[Any, Any]) -> dict[str, Any]:
         "layers": _layers(where, data.get("layers")),
         "seed": _seed(where, data.get("seed")),
         "hparams": _hparams(where, data.get("hparams")),
+        "architecture": _architecture(where, data.get("architecture")),
     }
+
+
+def _architecture(where: _Where, value: object) -> dict[str, str]:
+    """Module paths that map a model type factedit does not know (all strings)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise where.error("architecture", f"must be a mapping, not {_type_name(value)}")
+    _check_keys(where, value, ARCH_KEYS, "architecture")
+    out = {}
+    for key, path in value.items():
+        if not isinstance(path, str) or not path.strip():
+            raise where.error(
+                f"architecture.{key}", "must be a dotted module path such as model.layers"
+            )
+        out[key] = path.strip()
+    return out
 
 
 def spec_from_dict(data: Mapping[str, Any], *, source: Path | None = None) -> EditSpec:

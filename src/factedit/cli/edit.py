@@ -88,7 +88,11 @@ def apply_command(
     if out_dir is not None and out_dir.exists() and not overwrite:
         raise SpecError(f"--out {out_dir} already exists; pass --overwrite to replace it")
     lm = load_model(
-        model or spec.model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+        model or spec.model,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        architecture=spec.architecture,
     )
     check_prompt_lengths(lm, spec)
     editor = Editor(
