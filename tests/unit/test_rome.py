@@ -125,3 +125,14 @@ def test_sequential_revert_restores_original(tiny):
 def test_hparams_overrides_ignore_non_rome_keys():
     hp = RomeHParams.from_overrides({"v_lr": 0.1, "kl_factor": 0})
     assert hp.v_lr == 0.1 and hp.kl_factor == 0 and hp.v_num_grad_steps == 20
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "gemma3_text", "gpt_neox"])
+def test_fast_value_matches_full_forward(editor_for, model_type):
+    """Skipping the unchanged lower layers and unused logits gives the same v*."""
+    editor = editor_for(model_type, layer=2)
+    templates = editor.templates()
+    fast, log_fast = compute_value(editor.lm, REQUEST, 2, templates, editor.hparams)
+    slow, log_slow = compute_value(editor.lm, REQUEST, 2, templates, editor.hparams, fast=False)
+    assert torch.allclose(fast, slow, atol=1e-4, rtol=1e-4)
+    assert log_fast["nll"] == pytest.approx(log_slow["nll"], rel=1e-4)

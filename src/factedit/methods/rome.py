@@ -104,6 +104,8 @@ def compute_value(
     layer: int,
     templates: Sequence[str],
     hp: RomeHParams,
+    *,
+    fast: bool = True,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """v* [d_out]: the down-projection output that makes the model say ``target_new``.
 
@@ -111,6 +113,8 @@ def compute_value(
     prompt "{subject} is a". The layers below ``layer`` never change, so their output is
     computed once and each optimisation step runs only ``layer`` and above, with LM-head
     logits only at the positions that predict target tokens (and the KL position).
+    ``fast=False`` runs the plain full forward pass with full logits instead (the baseline
+    the benchmark compares against; same numbers up to float rounding).
     """
     tok, device = lm.tokenizer, lm.device
     target = target_token_ids(tok, request.target_new)
@@ -131,7 +135,7 @@ def compute_value(
     )
     target_ids = torch.tensor(target, device=device).expand(n, -1)
 
-    start = hidden_at(lm.arch, layer, ids, mask) if layer > 0 else None
+    start = hidden_at(lm.arch, layer, ids, mask) if fast and layer > 0 else None
     down_name = lm.arch.down_proj_name(layer)
     delta = torch.zeros(
         lm.arch.down_proj(layer).weight.shape[1 if lm.arch.weight_is_in_out(layer) else 0],
@@ -149,15 +153,17 @@ def compute_value(
 
     def forward() -> tuple[torch.Tensor, torch.Tensor]:
         """(log-probs at target positions [n, len(target), V], KL log-probs [V])."""
-        with (
-            resume_from_layer(lm.arch, layer, start),
-            Trace(lm.model, down_name, retain_output=False, edit_output=add_delta),
-        ):
-            hidden = lm.arch.base_model()(
-                input_ids=ids, attention_mask=mask, use_cache=False
-            ).last_hidden_state
-        picked = hidden[torch.arange(n, device=device)[:, None], pred_pos]
-        logp = torch.log_softmax(lm.arch.logits(picked).float(), dim=-1)
+        rows_n = torch.arange(n, device=device)[:, None]
+        with Trace(lm.model, down_name, retain_output=False, edit_output=add_delta):
+            if not fast:
+                logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                logp = torch.log_softmax(logits[rows_n, pred_pos].float(), dim=-1)
+                return logp, torch.log_softmax(logits[n, lookup[n]].float(), dim=-1)
+            with resume_from_layer(lm.arch, layer, start):
+                hidden = lm.arch.base_model()(
+                    input_ids=ids, attention_mask=mask, use_cache=False
+                ).last_hidden_state
+        logp = torch.log_softmax(lm.arch.logits(hidden[rows_n, pred_pos]).float(), dim=-1)
         kl_logp = torch.log_softmax(lm.arch.logits(hidden[n, lookup[n]]).float(), dim=-1)
         return logp, kl_logp
 
