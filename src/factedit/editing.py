@@ -26,7 +26,7 @@ from factedit.stats import second_moment
 
 #: An update with ‖ΔW‖/‖W‖ above this is refused unless explicitly allowed (the signature
 #: of a "disabling edit"); see the README's "what can go wrong".
-LARGE_UPDATE_RATIO = 0.5
+LARGE_UPDATE_RATIO = 1.0
 
 
 class Editor:

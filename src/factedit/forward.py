@@ -27,9 +27,11 @@ class _Passthrough(nn.Module):
         self.__dict__["_original"] = original
         self.__dict__["_replacement"] = replacement
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         replacement = self.__dict__["_replacement"]
-        return hidden_states if replacement is None else replacement
+        out = hidden_states if replacement is None else replacement
+        # some transformers versions return (hidden, ...) from decoder layers
+        return (out,) if getattr(self.__dict__["_original"], "_factedit_tuple", False) else out
 
     def __getattr__(self, name: str):
         try:
@@ -52,6 +54,9 @@ def resume_from_layer(
         return
     layers = arch.layers()
     originals = [layers[i] for i in range(layer)]
+    is_tuple = getattr(layers[0], "_factedit_tuple", False)
+    for module in originals:
+        module._factedit_tuple = is_tuple
     try:
         layers[0] = _Passthrough(originals[0], hidden)
         for i in range(1, layer):
@@ -69,7 +74,17 @@ def hidden_at(
     """Residual stream entering decoder ``layer`` (= output of ``layer - 1``): [B, T, d]."""
     if layer == 0:
         raise ValueError("the stream entering layer 0 is the embedding; nothing to skip")
-    with Trace(arch.model, arch.layer_name(layer - 1), detach=True, stop=True) as tr:
-        arch.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    layers = arch.layers()
+    probe = layers[0].register_forward_hook(_mark_tuple_output)
+    try:
+        with Trace(arch.model, arch.layer_name(layer - 1), detach=True, stop=True) as tr:
+            arch.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    finally:
+        probe.remove()
     assert tr.output is not None
     return tr.output
+
+
+def _mark_tuple_output(module: nn.Module, _args: tuple, output: object) -> None:
+    """Remember whether decoder layers return a tuple (the passthrough must do the same)."""
+    module._factedit_tuple = isinstance(output, tuple)

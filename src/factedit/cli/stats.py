@@ -1,0 +1,91 @@
+"""``factedit stats``: collect and list the cached second-moment statistics C = E[k kᵀ]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from factedit.cli.common import DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, cli_errors
+from factedit.errors import StatsError
+from factedit.models import load_model
+from factedit.stats import list_cached, second_moment
+from factedit.stats.moment import DEFAULT_N_TOKENS
+
+stats_app = typer.Typer(
+    help="Second-moment statistics C = E[k kᵀ] of the edited MLP weight's inputs (cached).",
+    no_args_is_help=True,
+)
+out = Console(highlight=False)
+
+LayerOpt = Annotated[
+    list[int] | None,
+    typer.Option("--layer", "-l", help="Layer to collect (repeatable; default: the preset's)."),
+]
+CorpusOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--corpus",
+        help='Corpus file: .txt, or .jsonl with a "text" field (repeatable; default: '
+        "$FACTEDIT_CORPUS, else the WikiText-2 test split in ../shared/data).",
+    ),
+]
+TokensOpt = Annotated[int, typer.Option("--tokens", help="Token vectors to average over.")]
+StatsDtypeOpt = Annotated[
+    str, typer.Option("--dtype-stats", help="Accumulation and storage dtype: float32 or float64.")
+]
+
+
+@stats_app.command("collect")
+@cli_errors
+def collect(
+    model: ModelOpt = None,
+    layer: LayerOpt = None,
+    corpus: CorpusOpt = None,
+    tokens: TokensOpt = DEFAULT_N_TOKENS,
+    dtype_stats: StatsDtypeOpt = "float32",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Compute C for each layer (or read it from the cache) and show where it is stored."""
+    lm = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    layers = layer or ([lm.default_layer] if lm.default_layer is not None else [])
+    if not layers:
+        raise StatsError(f"{lm.name} has no default edit layer; choose one with --layer")
+    table = Table("layer", "module", "shape", "tr(C)", "mean diag")
+    for number in layers:
+        c = second_moment(lm, number, corpus=corpus, n_tokens=tokens, dtype=dtype_stats)
+        table.add_row(
+            str(number),
+            lm.arch.down_proj_name(number),
+            "×".join(map(str, c.shape)),
+            f"{c.trace().item():.4g}",
+            f"{c.diagonal().mean().item():.4g}",
+        )
+    out.print(table)
+
+
+@stats_app.command("list")
+@cli_errors
+def list_() -> None:
+    """List the statistics in the cache ($FACTEDIT_HOME/stats)."""
+    rows = list_cached()
+    if not rows:
+        out.print("no statistics cached yet (run `factedit stats collect`)")
+        return
+    table = Table("model", "layer", "module", "tokens", "dtype", "size", "file")
+    for row in rows:
+        table.add_row(
+            str(row.get("model_name") or row.get("model")),
+            str(row.get("layer")),
+            str(row.get("module")),
+            str(row.get("n_tokens")),
+            str(row.get("dtype")),
+            f"{row['bytes'] / 2**20:.1f} MiB",
+            Path(row["file"]).name[:16],
+        )
+    out.print(table)
