@@ -105,14 +105,27 @@ class Editor:
 def resolve_layers(
     lm: LoadedModel, layers: Sequence[int] | str, requests: Sequence[EditRequest]
 ) -> tuple[tuple[int, ...], str]:
-    """Concrete layers and a one-line reason; ``"auto"`` uses causal tracing."""
+    """Concrete layers and a one-line reason.
+
+    ``"auto"`` takes, in order: this model's cached aggregate trace (``factedit trace
+    --facts``); the preset's recorded layer (the MLP peak of its aggregate trace over known
+    facts, see the README); else a causal trace of the requests themselves.
+    """
     if layers != "auto":
         chosen = tuple(int(x) for x in layers)
         for layer in chosen:
             lm.arch.layer_name(layer)  # validates the index
         return chosen, "given in the spec / on the command line"
-    from factedit.trace import recommend_layer
+    from factedit.trace.recommend import load_cached_aggregate, recommend_layer
 
-    layer, reason = recommend_layer(lm, requests)
-    info(f"layers: auto -> layer {layer} ({reason})")
+    if load_cached_aggregate(lm) is None and lm.default_layer is not None:
+        layer = lm.default_layer
+        reason = (
+            f"layers: auto -> layer {layer}, the preset's recorded MLP peak of causal tracing "
+            "at the last subject token over known facts"
+        )
+    else:
+        layer, reason = recommend_layer(lm, requests)
+        reason = f"layers: auto -> {reason}"
+    info(reason)
     return (layer,), reason

@@ -28,7 +28,7 @@ def test_file_that_is_not_a_model(tmp_path):
     path.write_text("hello")
     with pytest.raises(ModelLoadError, match="not a model"):
         load_model(str(path), device="cpu")
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         load_model(str(tmp_path), device="cpu")
 
 
@@ -74,9 +74,7 @@ def test_architecture_map_covers_required_types():
 
 
 def test_unsupported_architecture_names_type_and_keys():
-    config = AutoConfig.for_model(
-        "bloom", vocab_size=100, hidden_size=32, n_layer=2, n_head=4
-    )
+    config = AutoConfig.for_model("bloom", vocab_size=100, hidden_size=32, n_layer=2, n_head=4)
     model = AutoModelForCausalLM.from_config(config)
     with pytest.raises(UnsupportedArchitectureError) as err:
         resolve_architecture(model)

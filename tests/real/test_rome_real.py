@@ -1,0 +1,50 @@
+"""ROME on the real presets: the Eiffel Tower moves to Rome, and nothing else moves.
+
+Asserts the issue's acceptance test on gemma-3-270m (default preset, `layers: auto`) and the
+same edit on smollm2-135m.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from factedit.delta import apply_deltas
+from factedit.editing import Editor
+from factedit.evaluate import measure_request
+from factedit.spec import load_spec
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def eiffel(request):
+    return load_spec(request.config.rootpath / "configs" / "examples" / "eiffel.yaml")
+
+
+def _prefers(m, group: str) -> list[bool]:
+    """Per prompt of ``group``: is target_new more likely than the expected answer?"""
+    return [p.new.nll < p.expected.nll for p in m.group(group)]
+
+
+@pytest.mark.parametrize("model", ["gemma", "smollm"])
+def test_eiffel_tower_moves_to_rome(model, eiffel, corpus_path, request):
+    lm = request.getfixturevalue(model)
+    req = eiffel.edits[0]
+    before = measure_request(lm, req)
+    assert not any(_prefers(before, "rewrite")), "unedited model should answer Paris"
+
+    editor = Editor(lm, layers="auto", corpus=[corpus_path], seed=eiffel.seed, requests=[req])
+    deltas = editor.compute(req)
+    with apply_deltas(lm.model, deltas):
+        after = measure_request(lm, req)
+    assert all(_prefers(after, "rewrite"))
+    # paraphrases were never optimised on: most must follow the edit
+    assert sum(_prefers(after, "paraphrase")) >= len(req.paraphrases) - 1
+    # neighbours keep their answers where the unedited model had them right
+    kept = [
+        b.expected.nll < b.new.nll and a.expected.nll < a.new.nll
+        for b, a in zip(before.group("neighborhood"), after.group("neighborhood"), strict=True)
+        if b.expected.nll < b.new.nll
+    ]
+    assert sum(kept) >= len(kept) - 1, kept
+    assert deltas[0].meta["relative_norm"] < 1.0
