@@ -241,7 +241,9 @@ def test_missing_required_edit_field(tmp_path: Path) -> None:
 def test_missing_subject_still_names_the_edit(tmp_path: Path) -> None:
     edit = base_edit()
     del edit["subject"]
-    load_error(tmp_path, base_spec(base_edit(subject="A"), edit), "edit #1", 'field "subject"')
+    load_error(
+        tmp_path, base_spec(base_edit(prompt="{} is in"), edit), "edit #1", 'field "subject"'
+    )
 
 
 # --------------------------------------------------------------------------- unknown keys
@@ -458,7 +460,7 @@ def test_json_object_is_a_spec(tmp_path: Path) -> None:
 def test_malformed_json_names_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "bench.json"
     path.write_text('[\n  {"a": 1,}\n]', encoding="utf-8")
-    spec_error(lambda: load_spec(path), "bench.json:2:12: malformed JSON")
+    spec_error(lambda: load_spec(path), "bench.json:2:11: malformed JSON")
 
 
 def test_unrecognised_json_records(tmp_path: Path) -> None:
@@ -660,18 +662,49 @@ values = st.recursive(
 )
 
 
-def _edit_like() -> st.SearchStrategy[dict[str, Any]]:
-    fields = {key: st.one_of(values, st.just(base_edit()[key])) for key in base_edit()}
-    return st.fixed_dictionaries({}, optional=fields | {"case_id": values, "junk": values})
-
-
-spec_dicts = st.one_of(
-    values,
-    st.fixed_dictionaries(
-        {"edits": st.lists(st.one_of(_edit_like(), values), max_size=3)},
-        optional={k: values for k in ("model", "method", "layers", "seed", "hparams")},
+VALID_SPEC: dict[str, Any] = base_spec(
+    base_edit(
+        neighborhood=["The Louvre is in", {"prompt": "Big Ben is in", "answer": "London"}],
+        generation_prompts=["{} is right across from"],
+        case_id=7,
     ),
+    base_edit(subject="Big Ben", prompt="{} chimes in", target_new="Oslo", paraphrases=[]),
+    model="gemma-3-270m",
+    method="rome",
+    layers=[6],
+    seed=1,
+    hparams={"v_lr": 0.5, "context_template_lengths": [5, 10], "mom2_dtype": "float32"},
 )
+
+
+@st.composite
+def mutated_specs(draw: st.DrawFn) -> Any:
+    """A valid spec with up to three fields replaced, deleted or added."""
+    data = copy.deepcopy(VALID_SPEC)
+    for _ in range(draw(st.integers(min_value=0, max_value=3))):
+        paths = _paths(data, []) if isinstance(data, (dict, list)) else []
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        action = draw(st.sampled_from(["replace", "delete", "add"]))
+        if action == "add":
+            parent = _get(data, path[:-1])
+            if isinstance(parent, dict):
+                parent[draw(keys)] = draw(values)
+        elif action == "delete" or path[-1] is None:
+            data = _mutate(data, path, _DELETE)
+        else:
+            data = _mutate(data, path, draw(values))
+    return data
+
+
+def _get(node: Any, path: list[Any]) -> Any:
+    for step in path:
+        node = node[step]
+    return node
+
+
+spec_dicts = st.one_of(values, mutated_specs())
 
 
 def _accepts_or_spec_error(action: Callable[[], EditSpec]) -> EditSpec | None:

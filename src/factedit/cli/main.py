@@ -9,6 +9,7 @@ from factedit.cli.edit import edit_app
 from factedit.cli.eval import eval_command
 from factedit.cli.models import models_app
 from factedit.cli.stats import stats_app
+from factedit.cli.trace import trace_command
 
 app = typer.Typer(
     name="factedit",
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.add_typer(edit_app, name="edit")
 app.add_typer(models_app, name="models")
 app.add_typer(stats_app, name="stats")
+app.command("trace")(trace_command)
 app.command("eval")(eval_command)
 
 

@@ -1,0 +1,233 @@
+"""Measure one edit request on the current model: every prompt x target score, and samples.
+
+``measure_request(lm, request)`` scores, in a few batched passes (each prompt run once, see
+:mod:`factedit.evaluate.scoring`), target_new and target_true after the rewrite prompt, each
+paraphrase and each neighborhood prompt, plus the expected answer of each neighborhood prompt
+when the request names explicit answers (zsRE ``loc_ans``, YAML ``answer``). With
+``generation=True`` it also samples one text per generation prompt (top-k, seeded) for GE and
+the mention counts. Metrics are computed from the result by
+:func:`factedit.evaluate.metrics.request_metrics`.
+
+Probabilities reported per prompt and target: ``nll`` (mean token NLL, the SPEC §6 score
+that metrics compare), ``prob = exp(-nll)`` (the per-token geometric-mean probability, which
+ROME's magnitudes EM/PM/NM average), ``logprob`` (log-probability of the whole target
+string), the per-token log-probabilities and the teacher-forced top-1 ``accuracy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from factedit.evaluate.fluency import mentions, text_entropy
+from factedit.evaluate.generation import generate_ids
+from factedit.evaluate.scoring import TokenScores, score_continuations
+from factedit.models.loading import LoadedModel
+from factedit.spec import EditRequest
+from factedit.tokens import prompt_token_ids, target_token_ids
+
+GROUPS: tuple[str, ...] = ("rewrite", "paraphrase", "neighborhood")
+#: Total length (prompt + generated tokens) of each sample, as the ROME reference's
+#: ``generate_fast(max_out_len=100)``.
+GEN_LENGTH = 100
+GEN_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class PromptMeasurement:
+    """Scores of the targets after one prompt. ``answer``: the neighborhood answer, if any."""
+
+    group: str
+    prompt: str
+    new: TokenScores
+    true: TokenScores | None = None
+    answer: TokenScores | None = None
+    answer_text: str | None = None
+
+    @property
+    def expected(self) -> TokenScores | None:
+        """What a neighborhood prompt should still predict: its answer, else target_true."""
+        return self.answer if self.answer is not None else self.true
+
+    def to_dict(self) -> dict[str, Any]:
+        targets = {"new": _scores_dict(self.new)}
+        if self.true is not None:
+            targets["true"] = _scores_dict(self.true)
+        if self.answer is not None:
+            targets["answer"] = {"text": self.answer_text, **_scores_dict(self.answer)}
+        return {"group": self.group, "prompt": self.prompt, "targets": targets}
+
+
+def _scores_dict(s: TokenScores) -> dict[str, Any]:
+    return {
+        "nll": s.nll,
+        "prob": s.prob,
+        "logprob": s.logprob,
+        "tokens": s.n_tokens,
+        "accuracy": s.accuracy,
+        "token_logprobs": list(s.logprobs),
+    }
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sample: ``text`` is the continuation only; ``entropy`` is of the decoded prompt
+    plus continuation (as the reference scores the whole generated sequence)."""
+
+    prompt: str
+    text: str
+    n_tokens: int
+    entropy: float
+    mentions_new: bool
+    mentions_true: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "text": self.text,
+            "tokens": self.n_tokens,
+            "ge": 100.0 * self.entropy,
+            "mentions_new": self.mentions_new,
+            "mentions_true": self.mentions_true,
+        }
+
+
+@dataclass(frozen=True)
+class RequestMeasurement:
+    """Everything measured for one request on one model state (unedited or edited)."""
+
+    target_new: str
+    target_true: str | None
+    prompts: tuple[PromptMeasurement, ...]
+    generations: tuple[Generation, ...] = ()
+
+    def group(self, name: str) -> tuple[PromptMeasurement, ...]:
+        """The prompts of one group: ``rewrite``, ``paraphrase`` or ``neighborhood``."""
+        if name not in GROUPS:
+            raise KeyError(f"unknown prompt group {name!r}; one of {', '.join(GROUPS)}")
+        return tuple(p for p in self.prompts if p.group == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target_new": self.target_new,
+            "target_true": self.target_true,
+            "prompts": [p.to_dict() for p in self.prompts],
+            "generations": [g.to_dict() for g in self.generations],
+        }
+
+
+def _prompt_groups(request: EditRequest) -> list[tuple[str, str, str | None]]:
+    """(group, prompt, neighborhood answer or None) for every scored prompt."""
+    rows: list[tuple[str, str, str | None]] = [("rewrite", request.rewrite_prompt, None)]
+    rows += [("paraphrase", p, None) for p in request.paraphrases]
+    answers = request.neighborhood_answers
+    for i, prompt in enumerate(request.neighborhood):
+        rows.append(("neighborhood", prompt, answers[i] if i < len(answers) else None))
+    return rows
+
+
+def measure_request(
+    lm: LoadedModel,
+    request: EditRequest,
+    *,
+    generation: bool = False,
+    seed: int = 0,
+    gen_length: int = GEN_LENGTH,
+    top_k: int = GEN_TOP_K,
+    batch_size: int | None = None,
+) -> RequestMeasurement:
+    """Score every prompt x target of ``request`` (batched); optionally sample texts.
+
+    ``batch_size`` caps the prompts per forward pass, for scoring and sampling alike
+    (default: as many as pay off; 1 gives the per-prompt loop used as a baseline).
+    """
+    tok = lm.tokenizer
+    rows = _prompt_groups(request)
+    targets = {"new": target_token_ids(tok, request.target_new)}
+    if request.target_true is not None:
+        targets["true"] = target_token_ids(tok, request.target_true)
+    items: list[tuple[list[int], list[int]]] = []
+    keys: list[tuple[int, str]] = []
+    for index, (_, prompt, answer) in enumerate(rows):
+        ids = prompt_token_ids(tok, prompt)
+        for name, target_ids in targets.items():
+            items.append((ids, target_ids))
+            keys.append((index, name))
+        if answer is not None:
+            items.append((ids, target_token_ids(tok, answer)))
+            keys.append((index, "answer"))
+    scores = score_continuations(lm, items, batch_size=batch_size)
+    found: dict[tuple[int, str], TokenScores] = dict(zip(keys, scores, strict=True))
+    prompts = tuple(
+        PromptMeasurement(
+            group=group,
+            prompt=prompt,
+            new=found[(i, "new")],
+            true=found.get((i, "true")),
+            answer=found.get((i, "answer")),
+            answer_text=answer,
+        )
+        for i, (group, prompt, answer) in enumerate(rows)
+    )
+    gens = (
+        sample_generations(
+            lm, request, seed=seed, gen_length=gen_length, top_k=top_k, batch_size=batch_size
+        )
+        if generation
+        else ()
+    )
+    return RequestMeasurement(request.target_new, request.target_true, prompts, gens)
+
+
+def sample_generations(
+    lm: LoadedModel,
+    request: EditRequest,
+    *,
+    seed: int = 0,
+    gen_length: int = GEN_LENGTH,
+    top_k: int = GEN_TOP_K,
+    batch_size: int | None = None,
+) -> tuple[Generation, ...]:
+    """One top-k sample per generation prompt, each ``gen_length`` tokens long in total.
+
+    As in the reference, sampling does not stop at EOS, and the entropy is taken over the
+    prompt plus its continuation. All prompts are sampled in one batch unless ``batch_size``
+    caps the rows (samples depend on the seed and on that batch layout).
+    """
+    prompts: Sequence[str] = request.generation_prompts
+    if not prompts:
+        return ()
+    tok = lm.tokenizer
+    ids = [prompt_token_ids(tok, p) for p in prompts]
+    rows = batch_size or len(ids)
+    new: list[list[int]] = []
+    for start in range(0, len(ids), rows):
+        chunk = ids[start : start + rows]
+        new += generate_ids(
+            lm,
+            chunk,
+            max_new_tokens=max(1, gen_length - min(len(i) for i in chunk)),
+            greedy=False,
+            seed=seed + start,
+            top_k=top_k,
+            stop_at_eos=False,
+        )
+    out = []
+    for prompt, prompt_ids, new_ids in zip(prompts, ids, new, strict=True):
+        keep = new_ids[: max(1, gen_length - len(prompt_ids))]
+        text = tok.decode(keep, skip_special_tokens=True)
+        full = tok.decode(list(prompt_ids) + list(keep), skip_special_tokens=True)
+        out.append(
+            Generation(
+                prompt=prompt,
+                text=text,
+                n_tokens=len(keep),
+                entropy=text_entropy(full),
+                mentions_new=mentions(text, request.target_new),
+                mentions_true=(
+                    None if request.target_true is None else mentions(text, request.target_true)
+                ),
+            )
+        )
+    return tuple(out)

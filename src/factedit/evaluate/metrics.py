@@ -1,0 +1,95 @@
+"""All metric names, per-request metrics and their aggregation over edits.
+
+``request_metrics(m)`` gives every metric defined for one measurement (x 100):
+CounterFact ``es em ps pm ns nm s`` (:mod:`.counterfact`), zsRE-style token accuracies
+``efficacy paraphrase specificity`` (:mod:`.zsre`) and, when texts were sampled, ``ge``,
+``mention_new`` and ``mention_true`` (:mod:`.fluency`). ``summarize(per_edit)`` averages each
+metric over the edits that define it and recomputes ``s`` from the averaged ES, PS and NS
+(as ROME's ``summarize.py`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from factedit.evaluate.counterfact import counterfact_metrics, harmonic_mean
+from factedit.evaluate.measure import RequestMeasurement
+from factedit.evaluate.zsre import zsre_metrics
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric's lower-case key (JSON, ``--fail-under``), display label and meaning."""
+
+    key: str
+    label: str
+    description: str
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("s", "S", "harmonic mean of ES, PS and NS"),
+    Metric("es", "ES", "efficacy score: % rewrite prompts where target_new beats target_true"),
+    Metric("ps", "PS", "paraphrase score: % paraphrases where target_new beats target_true"),
+    Metric("ns", "NS", "neighborhood score: % neighbors still preferring their true answer"),
+    Metric("em", "EM", "efficacy magnitude: mean P(new) - P(true) on rewrite prompts"),
+    Metric("pm", "PM", "paraphrase magnitude: mean P(new) - P(true) on paraphrases"),
+    Metric("nm", "NM", "neighborhood magnitude: mean P(true) - P(new) on neighbors"),
+    Metric("ge", "GE", "generation n-gram entropy (fluency), x 100"),
+    Metric("mention_new", "Gen→new", "% of sampled texts that mention target_new"),
+    Metric("mention_true", "Gen→true", "% of sampled texts that mention target_true"),
+    Metric("efficacy", "Efficacy", "top-1 token accuracy of target_new after the prompt"),
+    Metric("paraphrase", "Paraphrase", "top-1 token accuracy of target_new after paraphrases"),
+    Metric("specificity", "Specificity", "top-1 token accuracy of the neighbors' answers"),
+)
+METRIC_KEYS: tuple[str, ...] = tuple(m.key for m in METRICS)
+LABELS: dict[str, str] = {m.key: m.label for m in METRICS}
+
+#: Metrics shown by default per source kind (the JSON always holds all of them).
+COUNTERFACT_VIEW: tuple[str, ...] = (
+    "s", "es", "ps", "ns", "em", "pm", "nm", "ge", "mention_new", "mention_true",
+)  # fmt: skip
+ZSRE_VIEW: tuple[str, ...] = ("efficacy", "paraphrase", "specificity")
+
+
+def generation_metrics(m: RequestMeasurement) -> dict[str, float]:
+    """``ge``, ``mention_new`` and ``mention_true`` (x 100) when texts were sampled."""
+    gens = m.generations
+    if not gens:
+        return {}
+    out = {
+        "ge": 100.0 * sum(g.entropy for g in gens) / len(gens),
+        "mention_new": 100.0 * sum(g.mentions_new for g in gens) / len(gens),
+    }
+    if all(g.mentions_true is not None for g in gens):
+        out["mention_true"] = 100.0 * sum(bool(g.mentions_true) for g in gens) / len(gens)
+    return out
+
+
+def request_metrics(m: RequestMeasurement) -> dict[str, float]:
+    """Every metric defined for one measurement, keyed by lower-case name, x 100."""
+    out = {**counterfact_metrics(m), **zsre_metrics(m), **generation_metrics(m)}
+    return {k: out[k] for k in METRIC_KEYS if k in out}
+
+
+def summarize(per_edit: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Mean of each metric over the edits that define it; ``s`` from the mean ES, PS, NS."""
+    out: dict[str, float] = {}
+    for key in METRIC_KEYS:
+        values = [m[key] for m in per_edit if key in m]
+        if values:
+            out[key] = sum(values) / len(values)
+    if all(k in out for k in ("es", "ps", "ns")):
+        out["s"] = harmonic_mean([out["es"], out["ps"], out["ns"]])
+    return {k: out[k] for k in METRIC_KEYS if k in out}
+
+
+def view_for(kind: str, available: Mapping[str, float]) -> tuple[str, ...]:
+    """The metrics to display for a source ``kind`` (spec / counterfact / zsre)."""
+    if kind == "zsre":
+        names = ZSRE_VIEW
+    elif "es" in available:
+        names = COUNTERFACT_VIEW
+    else:  # a spec without target_true: only the accuracies and NS are defined
+        names = ("ns", "nm", *ZSRE_VIEW, "ge", "mention_new")
+    return tuple(n for n in names if n in available)

@@ -1,0 +1,282 @@
+"""Evaluation loops: independent edits, sequential edits, or an already-edited model.
+
+- ``run_independent``: each edit is computed on the unedited model, applied, measured and
+  reverted; every touched weight is then compared with a copy taken before the edit and
+  must be equal bit for bit (a mismatch is a bug and raises ``RuntimeError``).
+- ``run_sequential``: edits accumulate (each computed on the model edited by the ones
+  before, as a user editing one model would); every edit is measured on the final model,
+  then all are reverted and checked the same way.
+- ``run_edited``: no editing; every request is measured on ``lm`` (unedited) and on
+  ``edited_lm`` (e.g. a directory saved by ``factedit edit apply``).
+
+The unedited measurements are always taken, on the unedited model, so reports show both.
+Sampled texts for GE use the seed ``seed + edit index`` for both model states.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from factedit.console import warn
+from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas
+from factedit.errors import NumericalError
+from factedit.evaluate.measure import RequestMeasurement, measure_request
+from factedit.evaluate.metrics import request_metrics, summarize
+from factedit.evaluate.zsre import prepare_zsre
+from factedit.models.loading import LoadedModel
+from factedit.spec import EditRequest
+
+MODES: tuple[str, ...] = ("independent", "sequential", "edited")
+
+
+class DeltaComputer(Protocol):
+    """What the runner needs from :class:`factedit.editing.Editor`."""
+
+    layers: tuple[int, ...]
+
+    def compute(self, request: EditRequest) -> list[WeightDelta]: ...
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to measure: sampling for GE (``generation``), its seed, length and top-k."""
+
+    generation: bool = True
+    seed: int = 0
+    gen_length: int = 100
+    top_k: int = 5
+    batch_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "seed": self.seed,
+            "gen_length": self.gen_length,
+            "top_k": self.top_k,
+            "batch_size": self.batch_size,
+        }
+
+
+@dataclass
+class EditOutcome:
+    """One request measured before and after editing (``error``: the edit was skipped)."""
+
+    index: int
+    request: EditRequest
+    unedited: RequestMeasurement
+    edited: RequestMeasurement
+    layers: tuple[int, ...] = ()
+    edit_seconds: float = 0.0
+    measure_seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def metrics_unedited(self) -> dict[str, float]:
+        return request_metrics(self.unedited)
+
+    @property
+    def metrics_edited(self) -> dict[str, float]:
+        return request_metrics(self.edited)
+
+
+@dataclass
+class EvalResult:
+    """All outcomes of one run plus aggregate metrics and timing."""
+
+    mode: str
+    kind: str
+    outcomes: list[EditOutcome]
+    options: EvalOptions
+    seconds: float = 0.0
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def unedited(self) -> dict[str, float]:
+        return summarize([o.metrics_unedited for o in self.outcomes])
+
+    @property
+    def edited(self) -> dict[str, float]:
+        return summarize([o.metrics_edited for o in self.outcomes])
+
+    @property
+    def failed(self) -> list[EditOutcome]:
+        return [o for o in self.outcomes if o.error is not None]
+
+
+Progress = Callable[[int], None]
+
+
+def _measure(
+    lm: LoadedModel, request: EditRequest, index: int, options: EvalOptions
+) -> RequestMeasurement:
+    return measure_request(
+        lm,
+        request,
+        generation=options.generation,
+        seed=options.seed + index,
+        gen_length=options.gen_length,
+        top_k=options.top_k,
+        batch_size=options.batch_size,
+    )
+
+
+def prepare_requests(requests: Sequence[EditRequest], kind: str) -> list[EditRequest]:
+    """Source-specific prompt conventions (zsRE: "?" after the ``loc`` question)."""
+    return [prepare_zsre(r) if kind == "zsre" else r for r in requests]
+
+
+def _snapshot(lm: LoadedModel, deltas: Sequence[WeightDelta]) -> dict[str, torch.Tensor]:
+    return {d.param: lm.model.get_parameter(d.param).detach().clone() for d in deltas}
+
+
+def _check_restored(lm: LoadedModel, snapshot: Mapping[str, torch.Tensor]) -> None:
+    for name, original in snapshot.items():
+        if not torch.equal(lm.model.get_parameter(name), original):
+            raise RuntimeError(f"reverting the edit did not restore {name} bit for bit")
+
+
+def _timing(outcomes: Sequence[EditOutcome], seconds: float) -> dict[str, float]:
+    edit = sum(o.edit_seconds for o in outcomes)
+    measure = sum(o.measure_seconds for o in outcomes)
+    return {
+        "total_s": seconds,
+        "edit_s": edit,
+        "measure_s": measure,
+        "edits_per_minute": 60.0 * len(outcomes) / seconds if seconds > 0 else 0.0,
+    }
+
+
+def run_independent(
+    lm: LoadedModel,
+    requests: Sequence[EditRequest],
+    editor: DeltaComputer,
+    *,
+    kind: str = "counterfact",
+    options: EvalOptions | None = None,
+    on_edit: Progress | None = None,
+) -> EvalResult:
+    """Each edit on the unedited model: measure, compute, apply, measure, revert, check."""
+    options = options or EvalOptions()
+    start = time.perf_counter()
+    outcomes = []
+    for index, request in enumerate(prepare_requests(requests, kind)):
+        t0 = time.perf_counter()
+        before = _measure(lm, request, index, options)
+        t1 = time.perf_counter()
+        try:
+            deltas = editor.compute(request)
+        except NumericalError as exc:
+            warn(f"edit #{index} skipped: {exc}")
+            outcomes.append(
+                EditOutcome(index, request, before, before, error=str(exc), measure_seconds=t1 - t0)
+            )
+            if on_edit:
+                on_edit(index)
+            continue
+        t2 = time.perf_counter()
+        snapshot = _snapshot(lm, deltas)
+        with apply_deltas(lm.model, deltas):
+            after = _measure(lm, request, index, options)
+        _check_restored(lm, snapshot)
+        t3 = time.perf_counter()
+        outcomes.append(
+            EditOutcome(
+                index,
+                request,
+                before,
+                after,
+                layers=tuple(editor.layers),
+                edit_seconds=t2 - t1,
+                measure_seconds=(t1 - t0) + (t3 - t2),
+            )
+        )
+        if on_edit:
+            on_edit(index)
+    seconds = time.perf_counter() - start
+    return EvalResult("independent", kind, outcomes, options, seconds, _timing(outcomes, seconds))
+
+
+def run_sequential(
+    lm: LoadedModel,
+    requests: Sequence[EditRequest],
+    editor: DeltaComputer,
+    *,
+    kind: str = "spec",
+    options: EvalOptions | None = None,
+    on_edit: Progress | None = None,
+) -> EvalResult:
+    """Edits accumulate; each is measured on the final model; then all are reverted."""
+    options = options or EvalOptions()
+    requests = prepare_requests(requests, kind)
+    start = time.perf_counter()
+    befores, measure_s = [], []
+    for index, request in enumerate(requests):
+        t0 = time.perf_counter()
+        befores.append(_measure(lm, request, index, options))
+        measure_s.append(time.perf_counter() - t0)
+    applied = AppliedDeltas(lm.model)
+    snapshot: dict[str, torch.Tensor] = {}
+    edit_s, layers, errors = [], [], []
+    try:
+        for index, request in enumerate(requests):
+            t0 = time.perf_counter()
+            try:
+                deltas = editor.compute(request)
+            except NumericalError as exc:
+                warn(f"edit #{index} skipped: {exc}")
+                deltas, error = [], str(exc)
+            else:
+                error = None
+            for name, value in _snapshot(lm, deltas).items():
+                snapshot.setdefault(name, value)
+            apply_deltas(lm.model, deltas, into=applied)
+            edit_s.append(time.perf_counter() - t0)
+            layers.append(tuple(editor.layers) if error is None else ())
+            errors.append(error)
+            if on_edit:
+                on_edit(index)
+        afters = []
+        for index, request in enumerate(requests):
+            t0 = time.perf_counter()
+            afters.append(_measure(lm, request, index, options))
+            measure_s[index] += time.perf_counter() - t0
+    finally:
+        applied.revert()
+    _check_restored(lm, snapshot)
+    outcomes = [
+        EditOutcome(i, r, befores[i], afters[i], layers[i], edit_s[i], measure_s[i], errors[i])
+        for i, r in enumerate(requests)
+    ]
+    seconds = time.perf_counter() - start
+    return EvalResult("sequential", kind, outcomes, options, seconds, _timing(outcomes, seconds))
+
+
+def run_edited(
+    lm: LoadedModel,
+    edited_lm: LoadedModel,
+    requests: Sequence[EditRequest],
+    *,
+    kind: str = "spec",
+    options: EvalOptions | None = None,
+    on_edit: Progress | None = None,
+) -> EvalResult:
+    """Measure each request on the unedited ``lm`` and on the already-edited ``edited_lm``."""
+    options = options or EvalOptions()
+    start = time.perf_counter()
+    outcomes = []
+    for index, request in enumerate(prepare_requests(requests, kind)):
+        t0 = time.perf_counter()
+        before = _measure(lm, request, index, options)
+        after = _measure(edited_lm, request, index, options)
+        outcomes.append(
+            EditOutcome(index, request, before, after, measure_seconds=time.perf_counter() - t0)
+        )
+        if on_edit:
+            on_edit(index)
+    seconds = time.perf_counter() - start
+    return EvalResult("edited", kind, outcomes, options, seconds, _timing(outcomes, seconds))

@@ -1,0 +1,250 @@
+"""Evaluation loops (exact undo, accumulation), reports, and ``factedit eval`` through CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas
+from factedit.errors import NumericalError
+from factedit.evaluate import measure_request, request_metrics
+from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
+from factedit.evaluate.runner import (
+    EvalOptions,
+    run_edited,
+    run_independent,
+    run_sequential,
+)
+from factedit.report import SCHEMA, build_report, render_markdown
+from factedit.spec import EditRequest
+
+EDITS = [
+    EditRequest(
+        subject="The Eiffel Tower",
+        prompt="{} is located in the city of",
+        target_new="Rome",
+        target_true="Paris",
+        paraphrases=("The Eiffel Tower stands in",),
+        neighborhood=("The Louvre is located in the city of", "Big Ben is in"),
+        generation_prompts=("The Eiffel Tower is",),
+        case_id="1",
+    ),
+    EditRequest(
+        subject="Michael Jordan",
+        prompt="{} plays the sport of",
+        target_new="soccer",
+        target_true="basketball",
+        paraphrases=("Michael Jordan is a professional",),
+        neighborhood=("LeBron James plays the sport of",),
+        generation_prompts=("Michael Jordan is known for",),
+        case_id="2",
+    ),
+]
+FAST = EvalOptions(generation=True, gen_length=16)
+
+
+class RandomEditor:
+    """Stands in for factedit.editing.Editor: a seeded random rank-one ΔW per request."""
+
+    def __init__(self, lm, *, layers=(1,), scale=3.0, fail_on=(), **_):
+        self.lm = lm
+        self.layers = (1,) if layers == "auto" else tuple(layers)
+        self.scale = scale
+        self.fail_on = set(fail_on)
+        self.calls = 0
+
+    def compute(self, request: EditRequest) -> list[WeightDelta]:
+        self.calls += 1
+        if request.subject in self.fail_on:
+            raise NumericalError("update blew up")
+        name = self.lm.arch.down_proj_weight_name(self.layers[0])
+        shape = self.lm.model.get_parameter(name).shape
+        g = torch.Generator().manual_seed(len(request.subject))
+        left = torch.randn(shape[0], 1, generator=g) * self.scale
+        return [WeightDelta(name, left, torch.randn(shape[1], 1, generator=g))]
+
+
+def _state(lm) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
+
+
+def _assert_bit_exact(lm, state) -> None:
+    now = lm.model.state_dict()
+    assert all(torch.equal(now[k], v) for k, v in state.items())
+
+
+def test_independent_run_restores_every_weight_and_measures_each_edit_alone(tiny):
+    lm = tiny("llama")
+    state = _state(lm)
+    editor = RandomEditor(lm)
+    result = run_independent(lm, EDITS, editor, kind="counterfact", options=FAST)
+    _assert_bit_exact(lm, state)
+    assert editor.calls == 2 and not result.failed
+    for outcome, req in zip(result.outcomes, EDITS, strict=True):
+        assert outcome.metrics_unedited == request_metrics(
+            measure_request(lm, req, generation=True, seed=outcome.index, gen_length=16)
+        )
+        with apply_deltas(lm.model, editor.compute(req)):
+            alone = measure_request(lm, req, generation=True, seed=outcome.index, gen_length=16)
+        assert outcome.metrics_edited == request_metrics(alone)
+        assert outcome.metrics_edited != outcome.metrics_unedited
+        assert outcome.layers == (1,)
+    assert set(result.edited) >= {"es", "ps", "ns", "s", "ge", "em", "pm", "nm"}
+
+
+def test_independent_run_detects_a_revert_that_is_not_exact(tiny, monkeypatch):
+    lm = tiny("gpt2")
+    monkeypatch.setattr(AppliedDeltas, "revert", lambda self: None)
+    with pytest.raises(RuntimeError, match="bit for bit"):
+        run_independent(lm, EDITS[:1], RandomEditor(lm), options=EvalOptions(generation=False))
+
+
+def test_sequential_run_accumulates_then_restores(tiny):
+    lm = tiny("gemma3_text")
+    state = _state(lm)
+    editor = RandomEditor(lm)
+    options = EvalOptions(generation=False)
+    result = run_sequential(lm, EDITS, editor, options=options)
+    _assert_bit_exact(lm, state)
+    both = editor.compute(EDITS[0]) + editor.compute(EDITS[1])
+    with apply_deltas(lm.model, both):
+        final = [request_metrics(measure_request(lm, r)) for r in EDITS]
+    assert [o.metrics_edited for o in result.outcomes] == final
+    assert result.mode == "sequential"
+
+
+def test_failed_edit_is_recorded_not_fatal(tiny):
+    lm = tiny("llama")
+    editor = RandomEditor(lm, fail_on={"Michael Jordan"})
+    result = run_independent(lm, EDITS, editor, options=EvalOptions(generation=False))
+    assert [o.error is not None for o in result.outcomes] == [False, True]
+    assert result.outcomes[1].metrics_edited == result.outcomes[1].metrics_unedited
+
+
+def test_run_edited_compares_two_models(tiny):
+    lm, other = tiny("llama"), tiny("llama", seed=1)
+    result = run_edited(lm, other, EDITS, options=EvalOptions(generation=False))
+    assert result.mode == "edited"
+    assert result.outcomes[0].metrics_edited != result.outcomes[0].metrics_unedited
+
+
+def test_gate_parsing_and_shortfalls():
+    assert parse_thresholds("es=95, PS=80,ns=70.5") == {"es": 95.0, "ps": 80.0, "ns": 70.5}
+    for bad in ("es", "es=", "xs=3", "es=abc", "es=1,es=2", "", "es=inf"):
+        with pytest.raises(GateError):
+            parse_thresholds(bad)
+    short = check_gate({"es": 90.0, "ps": 85.0}, {"es": 95.0, "ps": 80.0})
+    assert [(s.metric, s.short_by) for s in short] == [("es", 5.0)]
+    assert "short by 5.00" in short[0].describe()
+    with pytest.raises(GateError, match="ge"):
+        check_gate({"es": 100.0}, {"ge": 1.0})
+
+
+def test_report_schema_keys(tiny):
+    lm = tiny("llama")
+    result = run_independent(lm, EDITS, RandomEditor(lm), options=FAST)
+    report = build_report(result, model=lm, source="x.yaml", settings={"method": "rome"})
+    assert report["schema"] == SCHEMA
+    assert set(report) >= {
+        "schema", "created", "source", "model", "settings", "versions", "timing", "metrics",
+        "edits", "view", "n_failed",
+    }  # fmt: skip
+    assert set(report["versions"]) >= {"factedit", "torch", "transformers"}
+    assert report["model"]["identity"] == lm.identity
+    for side in ("unedited", "edited"):
+        assert set(report["metrics"][side]) >= {"es", "em", "ps", "pm", "ns", "nm", "s", "ge"}
+    entry = report["edits"][0]
+    assert set(entry["metrics"]) == {"unedited", "edited", "delta"}
+    prompt = entry["measurements"]["edited"]["prompts"][0]
+    assert set(prompt["targets"]["new"]) >= {"prob", "nll"}
+    json.dumps(report)
+    md = render_markdown(report, per_edit=True)
+    assert "| ES |" in md and "Eiffel Tower" in md
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli(tiny, monkeypatch, tmp_path):
+    """Run ``factedit eval`` on a tiny model with the random editor; returns (invoke, spec)."""
+    import factedit.editing
+    from factedit.cli.eval import eval_command
+
+    lm = tiny("llama")
+    models = {"edited-dir": tiny("llama", seed=5)}
+    monkeypatch.setattr(
+        "factedit.cli.eval.load_model", lambda ref=None, **kw: models.get(Path(str(ref)).name, lm)
+    )
+    monkeypatch.setattr(factedit.editing, "Editor", RandomEditor)
+    app = typer.Typer()
+    app.command("eval")(eval_command)
+    app.callback()(lambda: None)
+    spec = tmp_path / "facts.yaml"
+    spec.write_text(yaml.safe_dump({"layers": [1], "edits": [e.to_dict() for e in EDITS]}))
+
+    def invoke(*args: str):
+        return CliRunner().invoke(app, ["eval", *map(str, args)])
+
+    return invoke, spec, lm
+
+
+def test_cli_gate_exit_codes(cli, tmp_path):
+    invoke, spec, lm = cli
+    state = _state(lm)
+    ok = invoke(spec, "--fail-under", "es=0,ns=0", "--no-generation")
+    assert ok.exit_code == 0, ok.output
+    _assert_bit_exact(lm, state)
+    bad = invoke(spec, "--fail-under", "es=100.5,ns=0", "--no-generation")
+    assert bad.exit_code == 1
+    assert "es" in bad.output and "short by" in bad.output and "ns " not in bad.output
+    for usage in (
+        ["--fail-under", "bogus=3"],
+        ["--fail-under", "es"],
+        ["--fail-under", "ge=100", "--no-generation"],
+        ["--layers", "x"],
+        ["--method", "nope"],
+    ):
+        result = invoke(spec, *usage)
+        assert result.exit_code == 2, (usage, result.output)
+    missing = invoke(tmp_path / "missing.yaml")
+    assert missing.exit_code == 2
+
+
+def test_cli_writes_json_and_markdown(cli, tmp_path):
+    invoke, spec, _ = cli
+    out_json, out_md = tmp_path / "r" / "eval.json", tmp_path / "eval.md"
+    result = invoke(
+        spec, "--json", out_json, "--markdown", out_md, "--per-edit", "--fail-under", "es=0"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out_json.read_text())
+    assert report["schema"] == "factedit.eval/1"
+    assert report["settings"]["mode"] == "sequential"  # default for specs
+    assert report["settings"]["layers"] == [1]
+    assert report["gate"]["passed"] is True
+    assert len(report["edits"]) == 2
+    assert {"es", "ps", "ns", "s", "ge"} <= set(report["metrics"]["edited"])
+    assert "Gate: passed" in out_md.read_text()
+    assert "unedited" in result.output and "edited" in result.output
+    assert not list(tmp_path.glob("**/.*.tmp"))
+
+
+def test_cli_independent_and_edited_modes(cli, tmp_path):
+    invoke, spec, _ = cli
+    out = tmp_path / "ind.json"
+    assert invoke(spec, "--independent", "--no-generation", "--json", out).exit_code == 0
+    assert json.loads(out.read_text())["settings"]["mode"] == "independent"
+    edited = tmp_path / "edited-dir"
+    edited.mkdir()
+    result = invoke(spec, "--edited", edited, "--no-generation", "--json", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["settings"]["mode"] == "edited"
+    assert report["edited_model"] is not None

@@ -1,0 +1,131 @@
+"""``factedit trace`` through CliRunner with a tiny model in place of the real one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+import factedit.cli.trace as trace_cli
+from factedit.hooks import count_hooks
+from factedit.tokens import target_token_ids
+from factedit.trace import trace_fact
+
+PROMPT = "The Eiffel Tower is located in the city of"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def app():
+    app = typer.Typer()
+    app.command("trace")(trace_cli.trace_command)
+    app.command("other")(lambda: None)  # keeps "trace" a sub-command, as in the real app
+    return app
+
+
+@pytest.fixture
+def model(tiny, monkeypatch):
+    lm = tiny("llama")
+    calls = []
+
+    def fake_load(ref=None, **kwargs):
+        calls.append(ref)
+        return lm
+
+    monkeypatch.setattr(trace_cli, "load_model", fake_load)
+    lm.calls = calls
+    return lm
+
+
+def test_trace_writes_pictures_json_and_recommends_a_layer(app, model, tmp_path):
+    out = tmp_path / "out"
+    args = ["trace", PROMPT, "--subject", "Eiffel Tower", "--samples", "2", "--window", "2"]
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    for name in ("trace.png", "trace.svg", "trace.json"):
+        assert (out / name).stat().st_size > 0
+    data = json.loads((out / "trace.json").read_text())
+    layer = data["recommended_layer"]["layer"]
+    assert f"recommended edit layer: {layer}" in res.stdout
+    assert set(data["grids"]) == {"hidden", "mlp", "attn"}
+    assert data["settings"]["samples"] == 2
+    assert count_hooks(model.model) == 0
+
+
+def test_json_to_stdout_and_kind_subset(app, model, tmp_path):
+    args = ["trace", PROMPT, "-s", "Eiffel Tower", "--kind", "mlp", "--samples", "1"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path), "--json", "-"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert list(data["grids"]) == ["mlp"]
+    assert data["tokens"][data["subject_span"][0]].strip() == "E"  # tiny BPE splits the word
+
+
+def test_absent_subject_is_a_one_line_error_before_loading(app, model, tmp_path):
+    res = CliRunner().invoke(app, ["trace", PROMPT, "--subject", "Big Ben", "-o", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "Big Ben" in res.output and "Traceback" not in res.output
+    assert model.calls == []
+    assert not (tmp_path / "trace.json").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--kind", "mlp,neurons"], "--kind"),
+        (["--noise", "loud"], "--noise"),
+        (["--samples", "0"], "--samples"),
+    ],
+)
+def test_bad_options_are_usage_errors(app, model, extra, message):
+    res = CliRunner().invoke(app, ["trace", PROMPT, "--subject", "Eiffel Tower", *extra])
+    assert res.exit_code == 2 and message in res.output
+
+
+def test_prompt_or_facts_not_both(app, model, tmp_path):
+    res = CliRunner().invoke(app, ["trace", "--subject", "X"])
+    assert res.exit_code == 2
+    facts = tmp_path / "f.json"
+    facts.write_text("[]")
+    res = CliRunner().invoke(app, ["trace", PROMPT, "--facts", str(facts)])
+    assert res.exit_code == 2 and "not both" in res.output
+
+
+def test_facts_aggregate_writes_outputs_and_caches(app, model, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACTEDIT_HOME", str(tmp_path / "home"))
+    known = None
+    for prompt, subject in [
+        (PROMPT, "Eiffel Tower"),
+        ("Rome is the capital of", "Rome"),
+        ("The iPhone is made by", "iPhone"),
+        ("Italy is a country in", "Italy"),
+    ]:
+        r = trace_fact(model, prompt, subject, samples=1, kinds=("mlp",), noise="0")
+        if target_token_ids(model.tokenizer, r.answer)[0] == r.answer_id:
+            known = {"subject": subject, "prompt": prompt, "attribute": r.answer}
+            break
+    if known is None:
+        pytest.skip("the tiny model's answers do not round-trip through the tokenizer")
+    facts = tmp_path / "known.json"
+    records = [known, {**known, "attribute": "zzzzqqq"}]
+    facts.write_text(json.dumps(records))
+    out = tmp_path / "agg"
+    args = ["trace", "--facts", str(facts), "--limit", "5", "--samples", "1", "--window", "2"]
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "aggregate.json").read_text())
+    assert data["facts_scanned"] == 2
+    assert data["facts_kept"] == 1
+    assert (out / "aggregate.png").is_file() and (out / "aggregate.svg").is_file()
+    assert list((tmp_path / "home" / "traces").glob("*.json"))
+    assert "recommended edit layer" in res.stdout
