@@ -17,6 +17,7 @@ from rich.markup import escape
 from factedit.cli.common import DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, cli_errors, fail
 from factedit.console import info, progress
 from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
+from factedit.evaluate.metrics import METRIC_KEYS
 from factedit.evaluate.runner import EvalOptions, run_edited, run_independent, run_sequential
 from factedit.models import load_model
 from factedit.paths import atomic_write_text
@@ -132,7 +133,8 @@ def eval_command(
         str | None,
         typer.Option(
             "--fail-under",
-            help="Gate on edited metrics, e.g. es=95,ps=80,ns=70: exit 1 if any falls short.",
+            help="Gate on edited metrics, e.g. es=95,ps=80,ns=70: exit 1 if any falls short. "
+            f"Metrics: {', '.join(METRIC_KEYS)}.",
         ),
     ] = None,
     generation: Annotated[
