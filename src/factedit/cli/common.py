@@ -13,7 +13,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from factedit.console import err_console
-from factedit.errors import FactEditError
+from factedit.errors import FactEditError, SpecError
 
 F = TypeVar("F", bound=Callable)
 
@@ -36,6 +36,32 @@ TrustOpt = Annotated[
         "--trust-remote-code", help="Allow a hub model's own Python code (off by default)."
     ),
 ]
+
+
+LayersOpt = Annotated[
+    str | None,
+    typer.Option("--layers", help='Layer(s) to edit, e.g. "4", or "auto" (default: the spec\'s).'),
+]
+
+
+def parse_layers(text: str | None) -> tuple[int, ...] | str | None:
+    """``--layers``: ``"auto"``, ``"4"`` or ``"4,5"`` -> "auto" / (4,) / (4, 5); None stays None.
+
+    Anything else (not integers, negative or repeated indices) is a :class:`SpecError`.
+    """
+    if text is None:
+        return None
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        layers = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise SpecError(
+            f'--layers must be "auto" or integers like "4" or "4,5"; got "{text}"'
+        ) from None
+    if not layers or any(x < 0 for x in layers) or len(set(layers)) != len(layers):
+        raise SpecError(f'--layers "{text}": give distinct non-negative layer indices or "auto"')
+    return layers
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

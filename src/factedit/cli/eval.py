@@ -14,7 +14,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from factedit.cli.common import DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, cli_errors, fail
+from factedit.cli.common import (
+    DeviceOpt,
+    DtypeOpt,
+    LayersOpt,
+    ModelOpt,
+    TrustOpt,
+    cli_errors,
+    fail,
+    parse_layers,
+)
 from factedit.console import info, progress
 from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
 from factedit.evaluate.metrics import METRIC_KEYS
@@ -33,23 +42,6 @@ from factedit.spec import SUPPORTED_METHODS, EditSpec, load_spec
 
 _GENERATION_METRICS = ("ge", "mention_new", "mention_true")
 _PROBABILITY_METRICS = ("es", "em", "ps", "pm", "s", "mention_true")
-
-
-def parse_layers(text: str | None) -> tuple[int, ...] | str | None:
-    """``"auto"``, ``"4"`` or ``"4,5"`` -> "auto" / (4,) / (4, 5); None stays None."""
-    if text is None:
-        return None
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        layers = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise typer.BadParameter(
-            f'"{text}" is not "auto" or a comma-separated list of layers'
-        ) from None
-    if not layers or any(x < 0 for x in layers) or len(set(layers)) != len(layers):
-        raise typer.BadParameter(f'"{text}": give distinct non-negative layer indices or "auto"')
-    return layers
 
 
 def _check_gate_metrics(thresholds: dict[str, float], spec: EditSpec, generation: bool) -> None:
@@ -92,10 +84,7 @@ def eval_command(
     method: Annotated[
         str | None, typer.Option("--method", help="Editing method (default: the spec's, rome).")
     ] = None,
-    layers: Annotated[
-        str | None,
-        typer.Option("--layers", help='Layer(s) to edit, e.g. "4", or "auto" (default: spec).'),
-    ] = None,
+    layers: LayersOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use N edits.")] = None,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip the first K edits.")] = 0,
     model: ModelOpt = None,
