@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,3 +99,50 @@ def test_invalid_spec_fails_before_loading_a_model(tmp_path, monkeypatch):
 def test_validate_command(spec_file):
     result = CliRunner().invoke(app, ["edit", "validate", str(spec_file)])
     assert result.exit_code == 0 and "1 edit(s)" in result.output
+
+
+def _error_line(output: str) -> str:
+    (line,) = [x for x in output.splitlines() if x.startswith("error:")]
+    return line
+
+
+def test_disk_full_during_out_keeps_the_previous_model(
+    spec_file, tiny_llama, tmp_path, monkeypatch, snapshot, leftovers
+):
+    out_dir = tmp_path / "edited[v2]"  # brackets: the message must not read them as markup
+    out_dir.mkdir()
+    (out_dir / "model.safetensors").write_bytes(b"the previous model")
+    (out_dir / "config.json").write_text("{}")
+    before = snapshot(out_dir)
+
+    def disk_full(self, directory, **kwargs):
+        (Path(directory) / "model.safetensors").write_bytes(b"half a mod")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(type(tiny_llama.model), "save_pretrained", disk_full)
+    args = ["edit", "apply", str(spec_file), "--out", str(out_dir), "--overwrite"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert str(out_dir) in line and "disk full" in line
+    assert snapshot(out_dir) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_disk_full_or_ctrl_c_during_json_keeps_the_previous_report(
+    spec_file, tiny_llama, tmp_path, failing_writes, snapshot, leftovers
+):
+    report = tmp_path / "report.json"
+    report.write_text('{"previous": "report"}\n')
+    before = snapshot(report)
+    failing_writes(path=report)  # the statistics and template caches still write
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file), "--json", str(report)])
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert str(report) in line and "disk full" in line
+    assert snapshot(report) == before and leftovers(tmp_path) == []
+
+    failing_writes(KeyboardInterrupt(), path=report)
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file), "--json", str(report)])
+    assert result.exit_code == 130, result.output
+    assert snapshot(report) == before and leftovers(tmp_path) == []

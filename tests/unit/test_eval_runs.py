@@ -248,3 +248,37 @@ def test_cli_independent_and_edited_modes(cli, tmp_path):
     report = json.loads(out.read_text())
     assert report["settings"]["mode"] == "edited"
     assert report["edited_model"] is not None
+
+
+def _error_line(output: str) -> str:
+    (line,) = [x for x in output.splitlines() if x.startswith("error:")]
+    return line
+
+
+@pytest.mark.parametrize("option", ["--json", "--markdown"])
+def test_cli_disk_full_keeps_the_previous_report(
+    cli, tmp_path, option, failing_writes, snapshot, leftovers
+):
+    invoke, spec, _ = cli
+    report = tmp_path / "runs[2]" / "report.out"  # brackets: not rich markup
+    report.parent.mkdir()
+    report.write_text("the previous report\n")
+    before = snapshot(report)
+    failing_writes(path=report)
+    result = invoke(spec, "--no-generation", option, report)
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert str(report) in line and "disk full" in line
+    assert snapshot(report) == before
+    assert leftovers(report.parent) == []
+
+
+def test_cli_ctrl_c_during_a_report_write_leaves_no_partial_file(
+    cli, tmp_path, failing_writes, leftovers
+):
+    invoke, spec, _ = cli
+    report = tmp_path / "new" / "eval.json"
+    failing_writes(KeyboardInterrupt(), path=report)
+    result = invoke(spec, "--no-generation", "--json", report)
+    assert result.exit_code == 130, result.output
+    assert not report.exists() and leftovers(report.parent) == []

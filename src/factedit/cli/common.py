@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import typer
+from rich.markup import escape
 
 from factedit.console import err_console
 from factedit.errors import FactEditError, SpecError
@@ -65,8 +66,11 @@ def parse_layers(text: str | None) -> tuple[int, ...] | str | None:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``error: message`` on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+    """Print ``error: message`` on one line of stderr and return the Exit to raise.
+
+    ``message`` is plain text: brackets in it (a path like ``runs[2]/out``) are printed as is.
+    """
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
