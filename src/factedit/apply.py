@@ -80,21 +80,35 @@ class EditRun:
         }
 
 
-def check_prompt_lengths(lm: LoadedModel, spec: EditSpec) -> None:
-    """Every prompt must fit the model's context (with room for targets and templates)."""
+#: Tokens kept free after the longest prompt: the target, and the context-template prefix that
+#: ROME puts in front of the rewrite prompt.
+PROMPT_RESERVE = 32
+
+
+def _prompt_fields(req: EditRequest) -> list[tuple[str, str]]:
+    """(field name, prompt) for every prompt of ``req`` a model will read."""
+    fields = [("prompt", req.rewrite_prompt)]
+    for name in ("paraphrases", "neighborhood", "generation_prompts"):
+        fields += [(f"{name}[{j}]", p) for j, p in enumerate(getattr(req, name))]
+    return fields
+
+
+def check_prompt_lengths(lm: LoadedModel, spec: EditSpec, *, offset: int = 0) -> None:
+    """Every prompt must fit the model's context with :data:`PROMPT_RESERVE` tokens to spare.
+
+    Raises :class:`SpecError` naming the file, the edit (numbered from the start of the file,
+    hence ``offset``) and the field, before any model work.
+    """
     limit = lm.max_length
     file = spec.source.name if spec.source else "<spec>"
     for i, req in enumerate(spec.edits):
-        for field_name, prompt in (
-            [("prompt", req.rewrite_prompt)]
-            + [("paraphrases", p) for p in req.paraphrases]
-            + [("neighborhood", p) for p in req.neighborhood]
-        ):
+        for field_name, prompt in _prompt_fields(req):
             n = len(prompt_token_ids(lm.tokenizer, prompt))
-            if n + 32 > limit:
+            if n + PROMPT_RESERVE > limit:
                 raise SpecError(
-                    f'{file}: {req.label(i)}, field "{field_name}": prompt is {n} tokens, the '
-                    f"model's context is {limit}; shorten it"
+                    f'{file}: {req.label(offset + i)}, field "{field_name}": prompt is {n} '
+                    f"tokens, the model's context is {limit} (with {PROMPT_RESERVE} kept for "
+                    "the target); shorten it"
                 )
 
 

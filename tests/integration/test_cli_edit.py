@@ -146,3 +146,17 @@ def test_disk_full_or_ctrl_c_during_json_keeps_the_previous_report(
     result = CliRunner().invoke(app, ["edit", "apply", str(spec_file), "--json", str(report)])
     assert result.exit_code == 130, result.output
     assert snapshot(report) == before and leftovers(tmp_path) == []
+
+
+def test_prompt_longer_than_the_context_fails_before_editing(spec_file, tiny_llama, monkeypatch):
+    def no_editor(*args, **kwargs):
+        raise AssertionError("an editor was made")
+
+    monkeypatch.setattr(edit_cli, "Editor", no_editor)
+    long = "The Eiffel Tower stands " + "near the river " * tiny_llama.max_length + "in"
+    spec_file.write_text(SPEC.replace("The Eiffel Tower stands in the city of", long))
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file)])
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert 'spec.yaml: edit #0 (subject "Eiffel Tower"), field "paraphrases[0]"' in line
+    assert f"context is {tiny_llama.max_length}" in line

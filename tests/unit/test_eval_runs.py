@@ -282,3 +282,29 @@ def test_cli_ctrl_c_during_a_report_write_leaves_no_partial_file(
     result = invoke(spec, "--no-generation", "--json", report)
     assert result.exit_code == 130, result.output
     assert not report.exists() and leftovers(report.parent) == []
+
+
+@pytest.mark.parametrize("field", ["prompt", "paraphrases", "neighborhood", "generation_prompts"])
+def test_cli_prompt_longer_than_the_context_fails_before_editing(cli, tmp_path, monkeypatch, field):
+    import factedit.editing
+
+    invoke, _, lm = cli
+    long = "Michael Jordan " + "and the tower " * lm.max_length + "is in"
+    edits = [e.to_dict() for e in EDITS]
+    edits[1][field] = long.replace("Michael Jordan", "{}") if field == "prompt" else [long]
+    spec = tmp_path / "long.yaml"
+    spec.write_text(yaml.safe_dump({"layers": [1], "edits": edits}))
+
+    def no_editing(*args, **kwargs):
+        raise AssertionError("an editor was made")
+
+    monkeypatch.setattr(factedit.editing, "Editor", no_editing)
+    state = _state(lm)
+    for offset in (0, 1):  # edits are numbered from the start of the file
+        result = invoke(spec, "--no-generation", "--offset", offset)
+        assert result.exit_code == 2, result.output
+        line = _error_line(result.output)
+        name = field if field == "prompt" else f"{field}[0]"
+        assert 'long.yaml: edit #1 (subject "Michael Jordan")' in line
+        assert f'field "{name}"' in line and f"context is {lm.max_length}" in line
+    _assert_bit_exact(lm, state)

@@ -82,7 +82,7 @@ def apply_command(
         trust_remote_code=trust_remote_code,
         architecture=spec.architecture,
     )
-    check_prompt_lengths(lm, spec)
+    check_prompt_lengths(lm, spec, offset=offset)
     editor = Editor(
         lm,
         method=spec.method,

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from factedit.apply import check_prompt_lengths
 from factedit.cli.common import (
     DeviceOpt,
     DtypeOpt,
@@ -156,6 +157,7 @@ def eval_command(
     lm = load_model(
         model or spec.model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
+    check_prompt_lengths(lm, spec, offset=offset)
     edited_lm, editor = None, None
     if mode == "edited":
         edited_lm = load_model(
