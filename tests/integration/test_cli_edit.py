@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ from typer.testing import CliRunner
 from factedit.cli import edit as edit_cli
 from factedit.cli.main import app
 from factedit.delta import load_deltas
+from factedit.evaluate.probe import probe_entropy
+from factedit.methods.rome import RomeHParams
+from factedit.testing import collapsing_delta, small_delta
 
 SPEC = """
 model: tiny
@@ -68,6 +72,9 @@ def test_edit_apply_writes_model_json_and_patch(spec_file, tiny_llama, tmp_path)
     assert torch.allclose(saved, original + patch.dense(), atol=1e-6)
     assert not torch.equal(saved, original)
     assert (out_dir / "factedit-spec.yaml").is_file()
+    saved_report = json.loads((out_dir / "factedit-report.json").read_text())
+    assert saved_report["fluency_probe"] == data["fluency_probe"]
+    assert data["fluency_probe"]["before"] > 250 and data["fluency_probe"]["collapsed"] is False
 
 
 def test_interrupted_out_write_leaves_nothing(spec_file, tiny_llama, tmp_path, monkeypatch):
@@ -160,3 +167,40 @@ def test_prompt_longer_than_the_context_fails_before_editing(spec_file, tiny_lla
     line = _error_line(result.output)
     assert 'spec.yaml: edit #0 (subject "Eiffel Tower"), field "paraphrases[0]"' in line
     assert f"context is {tiny_llama.max_length}" in line
+
+
+class _FixedEditor:
+    """Stands in for Editor: returns one given delta per request (no statistics, no ROME)."""
+
+    def __init__(self, lm, delta):
+        self.method, self.layers, self.layer_reason, self.seed = "rome", (1,), "test", 0
+        self.hparams = RomeHParams()
+        self._delta = delta
+
+    def compute(self, request):
+        return [replace(self._delta, meta={"layer": 1, "relative_norm": 0.5, "edit": 0})]
+
+
+@pytest.mark.parametrize("collapse", [True, False])
+def test_fluency_probe_warns_only_when_the_model_collapsed(
+    spec_file, tiny_llama, tmp_path, monkeypatch, collapse
+):
+    lm = tiny_llama
+    unedited = probe_entropy(lm)
+    delta = collapsing_delta(lm) if collapse else small_delta(lm)
+    monkeypatch.setattr(edit_cli, "Editor", lambda lm, **kw: _FixedEditor(lm, delta))
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file), "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    probe = json.loads(report.read_text())["fluency_probe"]
+    assert probe["before"] == unedited > 250
+    assert probe["collapsed"] is collapse
+    warned = [x for x in result.output.splitlines() if x.startswith("warning:")]
+    if collapse:
+        assert probe["after"] < 1.0
+        (line,) = warned
+        assert "collapsed" in line
+        assert f"{probe['before']:.0f} before" in line and f"{probe['after']:.0f} after" in line
+    else:
+        assert probe["after"] == pytest.approx(unedited, rel=0.05)
+        assert warned == []

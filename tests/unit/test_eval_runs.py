@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas
 from factedit.errors import NumericalError
 from factedit.evaluate import measure_request, request_metrics
 from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
+from factedit.evaluate.probe import probe_entropy
 from factedit.evaluate.runner import (
     EvalOptions,
     run_edited,
@@ -23,6 +25,7 @@ from factedit.evaluate.runner import (
 )
 from factedit.report import SCHEMA, build_report, render_markdown
 from factedit.spec import EditRequest
+from factedit.testing import collapsing_delta
 
 EDITS = [
     EditRequest(
@@ -47,6 +50,7 @@ EDITS = [
     ),
 ]
 FAST = EvalOptions(generation=True, gen_length=16)
+NO_GEN = EvalOptions(generation=False)
 
 
 class RandomEditor:
@@ -308,3 +312,48 @@ def test_cli_prompt_longer_than_the_context_fails_before_editing(cli, tmp_path, 
         assert 'long.yaml: edit #1 (subject "Michael Jordan")' in line
         assert f'field "{name}"' in line and f"context is {lm.max_length}" in line
     _assert_bit_exact(lm, state)
+
+
+class CollapsingEditor(RandomEditor):
+    """Every request gets the same model-destroying update (factedit.testing)."""
+
+    def compute(self, request: EditRequest) -> list[WeightDelta]:
+        self.calls += 1
+        return [collapsing_delta(self.lm)]
+
+
+def test_sequential_fluency_probe_catches_a_collapsed_model_and_restores_it(tiny):
+    lm = tiny("llama")
+    state = _state(lm)
+    unedited = probe_entropy(lm)
+    result = run_sequential(lm, EDITS, CollapsingEditor(lm), options=NO_GEN, probe=True)
+    assert result.fluency_probe.before == unedited > 250
+    assert result.fluency_probe.after < 1.0 and result.fluency_probe.collapsed
+    _assert_bit_exact(lm, state)
+    assert probe_entropy(lm) == unedited
+    assert run_sequential(lm, EDITS, RandomEditor(lm), options=NO_GEN).fluency_probe is None
+
+
+def test_cli_sequential_reports_the_fluency_probe(cli, tmp_path, monkeypatch):
+    import factedit.editing
+
+    invoke, spec, _ = cli
+    out = tmp_path / "seq.json"
+    monkeypatch.setattr(factedit.editing, "Editor", functools.partial(RandomEditor, scale=1e-3))
+    result = invoke(spec, "--no-generation", "--json", out)
+    assert result.exit_code == 0, result.output
+    probe = json.loads(out.read_text())["fluency_probe"]
+    assert set(probe) == {"before", "after", "collapsed"}
+    assert probe["after"] == pytest.approx(probe["before"], rel=0.05) and not probe["collapsed"]
+    assert not [x for x in result.output.splitlines() if x.startswith("warning:")]
+
+    monkeypatch.setattr(factedit.editing, "Editor", CollapsingEditor)
+    result = invoke(spec, "--no-generation", "--json", out)
+    assert result.exit_code == 0, result.output
+    probe = json.loads(out.read_text())["fluency_probe"]
+    assert probe["collapsed"] is True and probe["after"] < 1.0
+    (line,) = [x for x in result.output.splitlines() if x.startswith("warning:")]
+    assert "collapsed" in line and f"{probe['before']:.0f} before" in line
+
+    result = invoke(spec, "--independent", "--no-generation", "--json", out)
+    assert json.loads(out.read_text())["fluency_probe"] is None

@@ -23,6 +23,7 @@ from factedit.cli.common import (
 )
 from factedit.editing import Editor
 from factedit.errors import SpecError
+from factedit.evaluate.probe import report_probe
 from factedit.models import load_model
 from factedit.paths import atomic_write_text
 from factedit.spec import load_spec
@@ -100,6 +101,8 @@ def apply_command(
     run = apply_spec(lm, spec, editor)
     for index, record in enumerate(run.records):
         render_record(index, record)
+    if run.fluency_probe is not None:
+        report_probe(run.fluency_probe)
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(run.to_dict(lm), indent=2))
         out.print(f"wrote {json_path}")

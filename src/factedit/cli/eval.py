@@ -28,6 +28,7 @@ from factedit.cli.common import (
 from factedit.console import info, progress
 from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
 from factedit.evaluate.metrics import METRIC_KEYS
+from factedit.evaluate.probe import report_probe
 from factedit.evaluate.runner import EvalOptions, run_edited, run_independent, run_sequential
 from factedit.models import load_model
 from factedit.paths import atomic_write_text
@@ -73,8 +74,13 @@ def _run(lm, spec: EditSpec, *, mode: str, edited_lm, editor, options: EvalOptio
             return run_edited(
                 lm, edited_lm, spec.edits, kind=spec.kind, options=options, on_edit=step
             )
-        run = run_independent if mode == "independent" else run_sequential
-        return run(lm, spec.edits, editor, kind=spec.kind, options=options, on_edit=step)
+        if mode == "independent":
+            return run_independent(
+                lm, spec.edits, editor, kind=spec.kind, options=options, on_edit=step
+            )
+        return run_sequential(
+            lm, spec.edits, editor, kind=spec.kind, options=options, on_edit=step, probe=True
+        )
 
 
 @cli_errors
@@ -179,6 +185,8 @@ def eval_command(
     options = EvalOptions(generation=generation, seed=spec.seed)
     info(f"evaluating {len(spec.edits)} edits ({mode}) on {lm.name}")
     result = _run(lm, spec, mode=mode, edited_lm=edited_lm, editor=editor, options=options)
+    if result.fluency_probe is not None:
+        report_probe(result.fluency_probe)
 
     settings: dict[str, Any] = {
         "method": None if mode == "edited" else method,
