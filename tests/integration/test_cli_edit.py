@@ -7,15 +7,17 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
+import factedit.editing
 from factedit.cli import edit as edit_cli
 from factedit.cli.main import app
-from factedit.delta import load_deltas
+from factedit.delta import WeightDelta, load_deltas
 from factedit.evaluate.probe import probe_entropy
 from factedit.methods.rome import RomeHParams
 from factedit.testing import collapsing_delta, small_delta
@@ -204,3 +206,29 @@ def test_fluency_probe_warns_only_when_the_model_collapsed(
     else:
         assert probe["after"] == pytest.approx(unedited, rel=0.05)
         assert warned == []
+
+
+def test_large_update_is_refused_unless_allowed(spec_file, tiny_llama, monkeypatch):
+    lm = tiny_llama
+    name = lm.arch.down_proj_weight_name(1)
+    weight = lm.model.get_parameter(name)
+    original = weight.detach().clone()
+    left = original[:, :1] * 50
+    right = torch.nn.functional.one_hot(torch.tensor([0]), weight.shape[1]).T.float()
+    ratio = float(torch.linalg.norm(left @ right.T) / torch.linalg.norm(original))
+    assert ratio > 1.0
+    big = WeightDelta(name, left, right, {"layer": 1, "relative_norm": ratio, "edit": 0})
+    monkeypatch.setattr(
+        factedit.editing, "compute_rome", lambda *a, **k: SimpleNamespace(delta=big)
+    )
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file)])
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert 'subject "Eiffel Tower"' in line and f"= {ratio:.2f}" in line
+    assert "--allow-large-updates" in line
+    assert torch.equal(weight, original)
+
+    args = ["edit", "apply", str(spec_file), "--allow-large-updates"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert torch.allclose(weight, original + big.dense())
