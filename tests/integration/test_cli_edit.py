@@ -87,6 +87,7 @@ def test_interrupted_out_write_leaves_nothing(spec_file, tiny_llama, tmp_path, m
     out_dir = tmp_path / "edited"
     result = CliRunner().invoke(app, ["edit", "apply", str(spec_file), "--out", str(out_dir)])
     assert result.exit_code == 130
+    assert _error_line(result.output) == "error: interrupted; nothing half-written was left behind"
     assert not out_dir.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["spec.yaml"]  # no temporary left behind
 
@@ -118,7 +119,7 @@ def _error_line(output: str) -> str:
 def test_disk_full_during_out_keeps_the_previous_model(
     spec_file, tiny_llama, tmp_path, monkeypatch, snapshot, leftovers
 ):
-    out_dir = tmp_path / "edited[v2]"  # brackets: the message must not read them as markup
+    out_dir = tmp_path / "edited[v2]"  # "[v2]" would be a rich markup tag
     out_dir.mkdir()
     (out_dir / "model.safetensors").write_bytes(b"the previous model")
     (out_dir / "config.json").write_text("{}")

@@ -264,7 +264,7 @@ def test_cli_disk_full_keeps_the_previous_report(
     cli, tmp_path, option, failing_writes, snapshot, leftovers
 ):
     invoke, spec, _ = cli
-    report = tmp_path / "runs[2]" / "report.out"  # brackets: not rich markup
+    report = tmp_path / "runs[v2]" / "report.out"  # "[v2]" would be a rich markup tag
     report.parent.mkdir()
     report.write_text("the previous report\n")
     before = snapshot(report)

@@ -84,6 +84,6 @@ def cli_errors(fn: F) -> F:
         except FactEditError as exc:
             raise fail(str(exc), exc.exit_code) from None
         except KeyboardInterrupt:
-            raise fail("interrupted; nothing was written", 130) from None
+            raise fail("interrupted; nothing half-written was left behind", 130) from None
 
     return wrapper  # type: ignore[return-value]
