@@ -8,8 +8,8 @@
 The probe greedily continues :data:`PROBE_PROMPTS` (generic, unrelated to any fact) by
 :data:`PROBE_TOKENS` tokens in one batch and scores the continuations with the evaluator's
 generation entropy (GE, :func:`factedit.evaluate.fluency.generation_entropy`: the entropy of
-word bigrams and trigrams, x 100). It costs :data:`PROBE_TOKENS` batched decoding steps per
-model state, so it runs after every ``factedit edit apply``.
+word bigrams and trigrams, x 100). It costs :data:`PROBE_TOKENS` batched decoding steps (3
+rows) per model state, cheap enough to run after every ``factedit edit apply``.
 
 Greedy, not sampled: a collapsed model puts (nearly) the same distribution at every position,
 and top-k sampling from that fixed set still produces varied bigrams (on the tiny random test
