@@ -7,7 +7,9 @@ dequantised once per machine; everything else runs offline in seconds.
 
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,88 @@ def gemma():
 @pytest.fixture(scope="session")
 def smollm():
     return load_real("smollm2-135m")
+
+
+# ---- failing writes (full disk, Ctrl-C) ---------------------------------------------------
+
+
+class _FailingFile:
+    """A file whose first ``write`` stores half the data, then raises ``exc``."""
+
+    def __init__(self, fh, exc: BaseException) -> None:
+        self._fh, self._exc = fh, exc
+
+    def write(self, data):
+        self._fh.write(data[: len(data) // 2])
+        self._fh.flush()
+        raise self._exc
+
+    def __getattr__(self, name: str):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+
+def disk_full_error() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.fixture
+def failing_writes(monkeypatch):
+    """``failing_writes(exc, path=None)``: from then on, each file written through
+    ``factedit.paths`` (only ``path``'s, when given) receives half of its first write, then
+    ``exc`` is raised (default: ENOSPC, a full disk; ``KeyboardInterrupt()``: Ctrl-C)."""
+    import factedit.paths
+
+    real_mkstemp, real_fdopen = tempfile.mkstemp, os.fdopen
+    temporaries: dict[int, Path] = {}
+
+    def mkstemp(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        temporaries[fd] = Path(name)
+        return fd, name
+
+    def arm(exc: BaseException | None = None, path: Path | None = None) -> None:
+        error = exc if exc is not None else disk_full_error()
+
+        def fdopen(fd, *args, **kwargs):
+            fh = real_fdopen(fd, *args, **kwargs)
+            tmp = temporaries.pop(fd, None)
+            targeted = path is None or (
+                tmp is not None
+                and tmp.parent == path.parent
+                and tmp.name.startswith(f".{path.name}.")
+            )
+            return _FailingFile(fh, error) if targeted else fh
+
+        monkeypatch.setattr(factedit.paths.tempfile, "mkstemp", mkstemp)
+        monkeypatch.setattr(factedit.paths.os, "fdopen", fdopen)
+
+    return arm
+
+
+@pytest.fixture
+def snapshot():
+    """``snapshot(path)``: {relative path: bytes} of a file or of every file under a directory,
+    to assert that a failed write left the previous output byte-identical."""
+
+    def take(path: Path) -> dict[str, bytes]:
+        if path.is_file():
+            return {".": path.read_bytes()}
+        return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+    return take
+
+
+@pytest.fixture
+def leftovers():
+    """``leftovers(directory)``: hidden temporaries (``.NAME.*.tmp``, ``.NAME.old``) left there."""
+
+    def find(directory: Path) -> list[str]:
+        return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+    return find

@@ -20,6 +20,7 @@ from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas, save_deltas
 from factedit.editing import Editor
 from factedit.errors import SpecError
 from factedit.evaluate import RequestMeasurement, generate_text, measure_request, request_metrics
+from factedit.evaluate.probe import FluencyProbe, probe_entropy
 from factedit.models.loading import LoadedModel
 from factedit.paths import atomic_dir
 from factedit.spec import EditRequest, EditSpec
@@ -61,6 +62,7 @@ class EditRun:
     editor: Editor
     applied: AppliedDeltas
     records: list[EditRecord] = field(default_factory=list)
+    fluency_probe: FluencyProbe | None = None
 
     @property
     def deltas(self) -> list[WeightDelta]:
@@ -77,24 +79,39 @@ class EditRun:
             "hparams": self.editor.hparams.__dict__,
             "seed": self.editor.seed,
             "edits": [r.to_dict() for r in self.records],
+            "fluency_probe": None if self.fluency_probe is None else self.fluency_probe.to_dict(),
         }
 
 
-def check_prompt_lengths(lm: LoadedModel, spec: EditSpec) -> None:
-    """Every prompt must fit the model's context (with room for targets and templates)."""
+#: Tokens kept free after the longest prompt: the target, and the context-template prefix that
+#: ROME puts in front of the rewrite prompt.
+PROMPT_RESERVE = 32
+
+
+def _prompt_fields(req: EditRequest) -> list[tuple[str, str]]:
+    """(field name, prompt) for every prompt of ``req`` a model will read."""
+    fields = [("prompt", req.rewrite_prompt)]
+    for name in ("paraphrases", "neighborhood", "generation_prompts"):
+        fields += [(f"{name}[{j}]", p) for j, p in enumerate(getattr(req, name))]
+    return fields
+
+
+def check_prompt_lengths(lm: LoadedModel, spec: EditSpec, *, offset: int = 0) -> None:
+    """Every prompt must fit the model's context with :data:`PROMPT_RESERVE` tokens to spare.
+
+    Raises :class:`SpecError` naming the file, the edit (numbered from the start of the file,
+    hence ``offset``) and the field, before any model work.
+    """
     limit = lm.max_length
     file = spec.source.name if spec.source else "<spec>"
     for i, req in enumerate(spec.edits):
-        for field_name, prompt in (
-            [("prompt", req.rewrite_prompt)]
-            + [("paraphrases", p) for p in req.paraphrases]
-            + [("neighborhood", p) for p in req.neighborhood]
-        ):
+        for field_name, prompt in _prompt_fields(req):
             n = len(prompt_token_ids(lm.tokenizer, prompt))
-            if n + 32 > limit:
+            if n + PROMPT_RESERVE > limit:
                 raise SpecError(
-                    f'{file}: {req.label(i)}, field "{field_name}": prompt is {n} tokens, the '
-                    f"model's context is {limit}; shorten it"
+                    f'{file}: {req.label(offset + i)}, field "{field_name}": prompt is {n} '
+                    f"tokens, the model's context is {limit} (with {PROMPT_RESERVE} kept for "
+                    "the target); shorten it"
                 )
 
 
@@ -102,36 +119,41 @@ def _greedy(lm: LoadedModel, prompt: str) -> str:
     return generate_text(lm, [prompt], max_new_tokens=GENERATION_TOKENS, greedy=True)[0]
 
 
-def apply_spec(lm: LoadedModel, spec: EditSpec, editor: Editor) -> EditRun:
-    """Compute and apply every edit in order; on error, everything applied is reverted."""
+def apply_spec(lm: LoadedModel, spec: EditSpec, editor: Editor, *, probe: bool = True) -> EditRun:
+    """Compute and apply every edit in order; on error, everything applied is reverted.
+
+    With ``probe``, the fluency probe (:mod:`factedit.evaluate.probe`) runs before the first
+    edit and after the last; its result is ``run.fluency_probe`` (the caller reports it).
+    """
     run = EditRun(spec=spec, editor=editor, applied=apply_deltas(lm.model, []))
     try:
+        before = probe_entropy(lm) if probe else None
         with progress() as bar:
             task = bar.add_task("editing", total=len(spec.edits))
             for request in spec.edits:
-                start = time.perf_counter()
-                before = measure_request(lm, request)
-                gen_before = _greedy(lm, request.rewrite_prompt)
-                deltas = editor.compute(request)
-                apply_deltas(lm.model, deltas, into=run.applied)
-                after = measure_request(lm, request)
-                gen_after = _greedy(lm, request.rewrite_prompt)
-                run.records.append(
-                    EditRecord(
-                        request,
-                        before,
-                        after,
-                        gen_before,
-                        gen_after,
-                        deltas,
-                        time.perf_counter() - start,
-                    )
-                )
+                run.records.append(_apply_one(lm, request, editor, run.applied))
                 bar.advance(task)
+        if before is not None:
+            run.fluency_probe = FluencyProbe(before, probe_entropy(lm))
     except BaseException:
         run.applied.revert()
         raise
     return run
+
+
+def _apply_one(
+    lm: LoadedModel, request: EditRequest, editor: Editor, applied: AppliedDeltas
+) -> EditRecord:
+    """Measure, compute, apply (into ``applied``) and measure again one edit."""
+    start = time.perf_counter()
+    before = measure_request(lm, request)
+    gen_before = _greedy(lm, request.rewrite_prompt)
+    deltas = editor.compute(request)
+    apply_deltas(lm.model, deltas, into=applied)
+    after = measure_request(lm, request)
+    gen_after = _greedy(lm, request.rewrite_prompt)
+    seconds = time.perf_counter() - start
+    return EditRecord(request, before, after, gen_before, gen_after, deltas, seconds)
 
 
 def save_edited_model(lm: LoadedModel, out: Path, run: EditRun, *, overwrite: bool) -> None:

@@ -6,6 +6,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,7 +26,8 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {message}")
+    """One ``warning:`` line on stderr (never suppressed; ``message`` is plain text)."""
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 def progress(transient: bool = True) -> Progress:

@@ -6,6 +6,8 @@ turned into exit code 2 (usage or input error). Anything else is a bug.
 
 from __future__ import annotations
 
+import errno
+
 
 class FactEditError(Exception):
     """Base class: a problem with the user's input or environment, not a bug."""
@@ -35,3 +37,29 @@ class StatsError(FactEditError):
 
 class NumericalError(FactEditError):
     """An update contains NaN/Inf or is implausibly large; the model was not touched."""
+
+
+#: errno values that mean "no space": ENOSPC, and EDQUOT (quota exceeded) where defined.
+DISK_FULL_ERRNOS: frozenset[int] = frozenset(
+    n for n in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if n is not None
+)
+
+
+class OutputWriteError(FactEditError):
+    """An output or cache file could not be written (disk full, permissions, ...).
+
+    Raised by the atomic writers of :mod:`factedit.paths`, which leave whatever was at
+    ``path`` before untouched and no temporary file behind. ``cause`` is the ``OSError``.
+    """
+
+    def __init__(self, path: object, cause: OSError) -> None:
+        self.path = path
+        self.cause = cause
+        self.errno = cause.errno
+        self.reason = cause.strerror or str(cause) or type(cause).__name__
+        disk_full = cause.errno in DISK_FULL_ERRNOS
+        what = f"disk full ({self.reason})" if disk_full else self.reason
+        super().__init__(
+            f"cannot write {path}: {what}; nothing was written there and any previous "
+            "version is unchanged"
+        )

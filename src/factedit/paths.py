@@ -1,7 +1,9 @@
 """The user cache directory (``$FACTEDIT_HOME``, default ``~/.cache/factedit``) and atomic writes.
 
 Nothing factedit writes is ever half-written: files go to a temporary sibling and are renamed
-into place; directories are built in a temporary sibling directory and renamed.
+into place; directories are built in a temporary sibling directory and renamed. A write that
+fails (a full disk, a read-only directory) raises :class:`~factedit.errors.OutputWriteError`
+naming the path, leaves the previous file or directory as it was and no temporary behind.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from factedit.errors import OutputWriteError
 
 
 def home() -> Path:
@@ -30,24 +34,42 @@ def cache_dir(*parts: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, mode: str = "wb") -> Iterator:
-    """Write ``path`` through a temporary sibling, renamed into place only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def reported_as(path: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` (ENOSPC, EACCES, ...) raised inside into :class:`OutputWriteError`
+    naming ``path``; one that already names an inner path is renamed to ``path``."""
     try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        yield
+    except OutputWriteError as exc:
+        raise OutputWriteError(path, exc.cause) from exc.cause
+    except OSError as exc:
+        raise OutputWriteError(path, exc) from exc
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "wb") -> Iterator:
+    """Write ``path`` through a temporary sibling, renamed into place only on success.
+
+    On any failure (an exception, Ctrl-C, a full disk) the temporary file is removed and a
+    previous ``path`` is left as it was; an ``OSError`` becomes :class:`OutputWriteError`.
+    """
+    path = Path(path)
+    with reported_as(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, mode) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, see :func:`atomic_file`."""
     with atomic_file(path, "w") as fh:
         fh.write(text)
 
@@ -56,23 +78,35 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``path`` when the block succeeds.
 
-    An existing ``path`` is replaced only with ``overwrite`` (and only after success).
+    An existing ``path`` is replaced only with ``overwrite`` (and only after success). On any
+    failure the temporary directory is removed, a previous ``path`` is left (or put back) as
+    it was, and an ``OSError`` becomes :class:`OutputWriteError` naming ``path``.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    with reported_as(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            yield tmp
+            _swap_in(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path``; an existing ``path`` is put back if that fails."""
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(path, old)
     try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        os.replace(tmp, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.replace(old, path)
         raise
+    shutil.rmtree(old, ignore_errors=True)

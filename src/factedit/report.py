@@ -111,6 +111,7 @@ def build_report(
         "view": list(view_for(result.kind, edited)),
         "metrics": {"unedited": unedited, "edited": edited, "delta": _delta(unedited, edited)},
         "edits": [_edit_entry(o) for o in result.outcomes],
+        "fluency_probe": None if result.fluency_probe is None else result.fluency_probe.to_dict(),
     }
 
 

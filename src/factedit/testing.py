@@ -2,7 +2,8 @@
 
 ``byte_bpe_tokenizer()`` is GPT-2 style byte-level BPE; ``sentencepiece_tokenizer()`` is
 Llama style (metaspace "▁", BOS prepended). ``tiny_model(model_type)`` builds a random model
-of any mapped architecture with a few hundred thousand parameters.
+of any mapped architecture with a few hundred thousand parameters. ``collapsing_delta(lm)``
+and ``small_delta(lm)`` are a model-destroying and a benign update for the fluency probe.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from factedit.delta import WeightDelta
 from factedit.models.arch import resolve_architecture
 from factedit.models.loading import LoadedModel
 
@@ -154,3 +156,25 @@ def tiny_model(
         identity=f"tiny:{model_type}:{seed}:{layers}",
         default_layer=1,
     )
+
+
+def collapsing_delta(lm: LoadedModel, scale: float = 100.0) -> WeightDelta:
+    """A rank-one update that makes the model say the same thing at every position.
+
+    It adds ``scale * u`` (one fixed random direction) to every token's input embedding, so
+    after the first norm every position carries nearly the same vector and the model predicts
+    the same next token everywhere: the "collapsed model" the fluency probe must catch.
+    """
+    name = f"{lm.arch.paths.embed}.weight"
+    vocab, hidden = lm.model.get_parameter(name).shape
+    u = torch.randn(hidden, 1, generator=torch.Generator().manual_seed(0))
+    return WeightDelta(name, torch.full((vocab, 1), scale), u, {"test": "collapse"})
+
+
+def small_delta(lm: LoadedModel, layer: int = 1, scale: float = 1e-3) -> WeightDelta:
+    """A tiny random rank-one update of ``layer``'s MLP down-projection (a benign edit)."""
+    name = lm.arch.down_proj_weight_name(layer)
+    rows, cols = lm.model.get_parameter(name).shape
+    g = torch.Generator().manual_seed(1)
+    left = torch.randn(rows, 1, generator=g) * scale
+    return WeightDelta(name, left, torch.randn(cols, 1, generator=g), {"test": "small"})

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
+import factedit.editing
 from factedit.cli import edit as edit_cli
 from factedit.cli.main import app
-from factedit.delta import load_deltas
+from factedit.delta import WeightDelta, load_deltas
+from factedit.evaluate.probe import probe_entropy
+from factedit.methods.rome import RomeHParams
+from factedit.testing import collapsing_delta, small_delta
 
 SPEC = """
 model: tiny
@@ -65,6 +74,9 @@ def test_edit_apply_writes_model_json_and_patch(spec_file, tiny_llama, tmp_path)
     assert torch.allclose(saved, original + patch.dense(), atol=1e-6)
     assert not torch.equal(saved, original)
     assert (out_dir / "factedit-spec.yaml").is_file()
+    saved_report = json.loads((out_dir / "factedit-report.json").read_text())
+    assert saved_report["fluency_probe"] == data["fluency_probe"]
+    assert data["fluency_probe"]["before"] > 250 and data["fluency_probe"]["collapsed"] is False
 
 
 def test_interrupted_out_write_leaves_nothing(spec_file, tiny_llama, tmp_path, monkeypatch):
@@ -75,6 +87,7 @@ def test_interrupted_out_write_leaves_nothing(spec_file, tiny_llama, tmp_path, m
     out_dir = tmp_path / "edited"
     result = CliRunner().invoke(app, ["edit", "apply", str(spec_file), "--out", str(out_dir)])
     assert result.exit_code == 130
+    assert _error_line(result.output) == "error: interrupted; nothing half-written was left behind"
     assert not out_dir.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["spec.yaml"]  # no temporary left behind
 
@@ -96,3 +109,127 @@ def test_invalid_spec_fails_before_loading_a_model(tmp_path, monkeypatch):
 def test_validate_command(spec_file):
     result = CliRunner().invoke(app, ["edit", "validate", str(spec_file)])
     assert result.exit_code == 0 and "1 edit(s)" in result.output
+
+
+def _error_line(output: str) -> str:
+    (line,) = [x for x in output.splitlines() if x.startswith("error:")]
+    return line
+
+
+def test_disk_full_during_out_keeps_the_previous_model(
+    spec_file, tiny_llama, tmp_path, monkeypatch, snapshot, leftovers
+):
+    out_dir = tmp_path / "edited[v2]"  # "[v2]" would be a rich markup tag
+    out_dir.mkdir()
+    (out_dir / "model.safetensors").write_bytes(b"the previous model")
+    (out_dir / "config.json").write_text("{}")
+    before = snapshot(out_dir)
+
+    def disk_full(self, directory, **kwargs):
+        (Path(directory) / "model.safetensors").write_bytes(b"half a mod")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(type(tiny_llama.model), "save_pretrained", disk_full)
+    args = ["edit", "apply", str(spec_file), "--out", str(out_dir), "--overwrite"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert str(out_dir) in line and "disk full" in line
+    assert snapshot(out_dir) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_disk_full_or_ctrl_c_during_json_keeps_the_previous_report(
+    spec_file, tiny_llama, tmp_path, failing_writes, snapshot, leftovers
+):
+    report = tmp_path / "report.json"
+    report.write_text('{"previous": "report"}\n')
+    before = snapshot(report)
+    failing_writes(path=report)  # the statistics and template caches still write
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file), "--json", str(report)])
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert str(report) in line and "disk full" in line
+    assert snapshot(report) == before and leftovers(tmp_path) == []
+
+    failing_writes(KeyboardInterrupt(), path=report)
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file), "--json", str(report)])
+    assert result.exit_code == 130, result.output
+    assert snapshot(report) == before and leftovers(tmp_path) == []
+
+
+def test_prompt_longer_than_the_context_fails_before_editing(spec_file, tiny_llama, monkeypatch):
+    def no_editor(*args, **kwargs):
+        raise AssertionError("an editor was made")
+
+    monkeypatch.setattr(edit_cli, "Editor", no_editor)
+    long = "The Eiffel Tower stands " + "near the river " * tiny_llama.max_length + "in"
+    spec_file.write_text(SPEC.replace("The Eiffel Tower stands in the city of", long))
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file)])
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert 'spec.yaml: edit #0 (subject "Eiffel Tower"), field "paraphrases[0]"' in line
+    assert f"context is {tiny_llama.max_length}" in line
+
+
+class _FixedEditor:
+    """Stands in for Editor: returns one given delta per request (no statistics, no ROME)."""
+
+    def __init__(self, lm, delta):
+        self.method, self.layers, self.layer_reason, self.seed = "rome", (1,), "test", 0
+        self.hparams = RomeHParams()
+        self._delta = delta
+
+    def compute(self, request):
+        return [replace(self._delta, meta={"layer": 1, "relative_norm": 0.5, "edit": 0})]
+
+
+@pytest.mark.parametrize("collapse", [True, False])
+def test_fluency_probe_warns_only_when_the_model_collapsed(
+    spec_file, tiny_llama, tmp_path, monkeypatch, collapse
+):
+    lm = tiny_llama
+    unedited = probe_entropy(lm)
+    delta = collapsing_delta(lm) if collapse else small_delta(lm)
+    monkeypatch.setattr(edit_cli, "Editor", lambda lm, **kw: _FixedEditor(lm, delta))
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file), "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    probe = json.loads(report.read_text())["fluency_probe"]
+    assert probe["before"] == unedited > 250
+    assert probe["collapsed"] is collapse
+    warned = [x for x in result.output.splitlines() if x.startswith("warning:")]
+    if collapse:
+        assert probe["after"] < 1.0
+        (line,) = warned
+        assert "collapsed" in line
+        assert f"{probe['before']:.0f} before" in line and f"{probe['after']:.0f} after" in line
+    else:
+        assert probe["after"] == pytest.approx(unedited, rel=0.05)
+        assert warned == []
+
+
+def test_large_update_is_refused_unless_allowed(spec_file, tiny_llama, monkeypatch):
+    lm = tiny_llama
+    name = lm.arch.down_proj_weight_name(1)
+    weight = lm.model.get_parameter(name)
+    original = weight.detach().clone()
+    left = original[:, :1] * 50
+    right = torch.nn.functional.one_hot(torch.tensor([0]), weight.shape[1]).T.float()
+    ratio = float(torch.linalg.norm(left @ right.T) / torch.linalg.norm(original))
+    assert ratio > 1.0
+    big = WeightDelta(name, left, right, {"layer": 1, "relative_norm": ratio, "edit": 0})
+    monkeypatch.setattr(
+        factedit.editing, "compute_rome", lambda *a, **k: SimpleNamespace(delta=big)
+    )
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file)])
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert 'subject "Eiffel Tower"' in line and f"= {ratio:.2f}" in line
+    assert "--allow-large-updates" in line
+    assert torch.equal(weight, original)
+
+    args = ["edit", "apply", str(spec_file), "--allow-large-updates"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert torch.allclose(weight, original + big.dense())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas
 from factedit.errors import NumericalError
 from factedit.evaluate import measure_request, request_metrics
 from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
+from factedit.evaluate.probe import probe_entropy
 from factedit.evaluate.runner import (
     EvalOptions,
     run_edited,
@@ -23,6 +25,7 @@ from factedit.evaluate.runner import (
 )
 from factedit.report import SCHEMA, build_report, render_markdown
 from factedit.spec import EditRequest
+from factedit.testing import collapsing_delta
 
 EDITS = [
     EditRequest(
@@ -47,6 +50,7 @@ EDITS = [
     ),
 ]
 FAST = EvalOptions(generation=True, gen_length=16)
+NO_GEN = EvalOptions(generation=False)
 
 
 class RandomEditor:
@@ -248,3 +252,108 @@ def test_cli_independent_and_edited_modes(cli, tmp_path):
     report = json.loads(out.read_text())
     assert report["settings"]["mode"] == "edited"
     assert report["edited_model"] is not None
+
+
+def _error_line(output: str) -> str:
+    (line,) = [x for x in output.splitlines() if x.startswith("error:")]
+    return line
+
+
+@pytest.mark.parametrize("option", ["--json", "--markdown"])
+def test_cli_disk_full_keeps_the_previous_report(
+    cli, tmp_path, option, failing_writes, snapshot, leftovers
+):
+    invoke, spec, _ = cli
+    report = tmp_path / "runs[v2]" / "report.out"  # "[v2]" would be a rich markup tag
+    report.parent.mkdir()
+    report.write_text("the previous report\n")
+    before = snapshot(report)
+    failing_writes(path=report)
+    result = invoke(spec, "--no-generation", option, report)
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert str(report) in line and "disk full" in line
+    assert snapshot(report) == before
+    assert leftovers(report.parent) == []
+
+
+def test_cli_ctrl_c_during_a_report_write_leaves_no_partial_file(
+    cli, tmp_path, failing_writes, leftovers
+):
+    invoke, spec, _ = cli
+    report = tmp_path / "new" / "eval.json"
+    failing_writes(KeyboardInterrupt(), path=report)
+    result = invoke(spec, "--no-generation", "--json", report)
+    assert result.exit_code == 130, result.output
+    assert not report.exists() and leftovers(report.parent) == []
+
+
+@pytest.mark.parametrize("field", ["prompt", "paraphrases", "neighborhood", "generation_prompts"])
+def test_cli_prompt_longer_than_the_context_fails_before_editing(cli, tmp_path, monkeypatch, field):
+    import factedit.editing
+
+    invoke, _, lm = cli
+    long = "Michael Jordan " + "and the tower " * lm.max_length + "is in"
+    edits = [e.to_dict() for e in EDITS]
+    edits[1][field] = long.replace("Michael Jordan", "{}") if field == "prompt" else [long]
+    spec = tmp_path / "long.yaml"
+    spec.write_text(yaml.safe_dump({"layers": [1], "edits": edits}))
+
+    def no_editing(*args, **kwargs):
+        raise AssertionError("an editor was made")
+
+    monkeypatch.setattr(factedit.editing, "Editor", no_editing)
+    state = _state(lm)
+    for offset in (0, 1):  # edits are numbered from the start of the file
+        result = invoke(spec, "--no-generation", "--offset", offset)
+        assert result.exit_code == 2, result.output
+        line = _error_line(result.output)
+        name = field if field == "prompt" else f"{field}[0]"
+        assert 'long.yaml: edit #1 (subject "Michael Jordan")' in line
+        assert f'field "{name}"' in line and f"context is {lm.max_length}" in line
+    _assert_bit_exact(lm, state)
+
+
+class CollapsingEditor(RandomEditor):
+    """Every request gets the same model-destroying update (factedit.testing)."""
+
+    def compute(self, request: EditRequest) -> list[WeightDelta]:
+        self.calls += 1
+        return [collapsing_delta(self.lm)]
+
+
+def test_sequential_fluency_probe_catches_a_collapsed_model_and_restores_it(tiny):
+    lm = tiny("llama")
+    state = _state(lm)
+    unedited = probe_entropy(lm)
+    result = run_sequential(lm, EDITS, CollapsingEditor(lm), options=NO_GEN, probe=True)
+    assert result.fluency_probe.before == unedited > 250
+    assert result.fluency_probe.after < 1.0 and result.fluency_probe.collapsed
+    _assert_bit_exact(lm, state)
+    assert probe_entropy(lm) == unedited
+    assert run_sequential(lm, EDITS, RandomEditor(lm), options=NO_GEN).fluency_probe is None
+
+
+def test_cli_sequential_reports_the_fluency_probe(cli, tmp_path, monkeypatch):
+    import factedit.editing
+
+    invoke, spec, _ = cli
+    out = tmp_path / "seq.json"
+    monkeypatch.setattr(factedit.editing, "Editor", functools.partial(RandomEditor, scale=1e-3))
+    result = invoke(spec, "--no-generation", "--json", out)
+    assert result.exit_code == 0, result.output
+    probe = json.loads(out.read_text())["fluency_probe"]
+    assert set(probe) == {"before", "after", "collapsed"}
+    assert probe["after"] == pytest.approx(probe["before"], rel=0.05) and not probe["collapsed"]
+    assert not [x for x in result.output.splitlines() if x.startswith("warning:")]
+
+    monkeypatch.setattr(factedit.editing, "Editor", CollapsingEditor)
+    result = invoke(spec, "--no-generation", "--json", out)
+    assert result.exit_code == 0, result.output
+    probe = json.loads(out.read_text())["fluency_probe"]
+    assert probe["collapsed"] is True and probe["after"] < 1.0
+    (line,) = [x for x in result.output.splitlines() if x.startswith("warning:")]
+    assert "collapsed" in line and f"{probe['before']:.0f} before" in line
+
+    result = invoke(spec, "--independent", "--no-generation", "--json", out)
+    assert json.loads(out.read_text())["fluency_probe"] is None

@@ -281,6 +281,7 @@ WORKER = textwrap.dedent(
     from factedit.testing import tiny_model
 
     tok_dir, corpus, sleep = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
+    every = int(sys.argv[4])
     torch.set_num_threads(1)
     lm = tiny_model("llama", PreTrainedTokenizerFast.from_pretrained(tok_dir))
     calls = 0
@@ -288,12 +289,13 @@ WORKER = textwrap.dedent(
     def slow(output, _name):
         global calls
         calls += 1
+        print(f"batch {{calls}}", file=sys.stderr, flush=True)
         time.sleep(sleep)
         return output
 
     with Trace(lm.model, lm.arch.layer_name(0), retain_output=False, edit_output=slow):
         c = second_moment(lm, 1, corpus=[corpus], n_tokens={n}, seq_len={seq}, batch_size=2,
-                          checkpoint_every=1, show_progress=False)
+                          checkpoint_every=every, show_progress=False)
     digest = hashlib.sha256(c.numpy().tobytes()).hexdigest()
     print(json.dumps({{"pid": os.getpid(), "calls": calls, "sha256": digest}}))
     """
@@ -313,8 +315,11 @@ def worker(tmp_path, bpe_tokenizer, home):
         "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
     }
 
-    def start(corpus: Path, sleep: float, stderr=subprocess.PIPE) -> subprocess.Popen:
+    def start(
+        corpus: Path, sleep: float, stderr=subprocess.PIPE, checkpoint_every: int = 1
+    ) -> subprocess.Popen:
         cmd = [sys.executable, str(script), str(tok_dir), str(corpus), str(sleep)]
+        cmd.append(str(checkpoint_every))
         quiet = "1" if stderr is subprocess.PIPE else "0"  # a log file gets the info lines
         return subprocess.Popen(
             cmd, env={**env, "FACTEDIT_QUIET": quiet}, stdout=subprocess.PIPE, stderr=stderr
@@ -335,14 +340,22 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None
 
 
 def test_sigterm_leaves_a_partial_that_resumes_bit_identically(
-    home, worker, corpus_path, bpe_tokenizer, monkeypatch
+    home, worker, corpus_path, bpe_tokenizer, monkeypatch, tmp_path
 ):
-    proc = worker(corpus_path, 0.3)  # 16 batches of 2 sequences, ~5 s
-    _wait_for(lambda: any((home / "stats").glob("*.partial.safetensors")), proc)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    log = tmp_path / "worker.log"
+
+    def partials() -> list[Path]:
+        return list((home / "stats").glob("*.partial.safetensors"))
+
+    with log.open("wb") as err:
+        # 16 batches of 2 sequences, ~5 s; no periodic checkpoint: only SIGTERM's can save
+        proc = worker(corpus_path, 0.3, stderr=err, checkpoint_every=1000)
+        _wait_for(lambda: "batch 4" in log.read_text(), proc)
+        assert partials() == []
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
     assert proc.returncode != 0
-    assert len(list((home / "stats").glob("*.partial.safetensors"))) == 1
+    assert len(partials()) == 1, log.read_text()[-2000:]
     assert complete_entries(home) == []
 
     from factedit.testing import tiny_model

@@ -129,3 +129,23 @@ def test_facts_aggregate_writes_outputs_and_caches(app, model, tmp_path, monkeyp
     assert (out / "aggregate.png").is_file() and (out / "aggregate.svg").is_file()
     assert list((tmp_path / "home" / "traces").glob("*.json"))
     assert "recommended edit layer" in res.stdout
+
+
+@pytest.mark.parametrize("name", ["trace.png", "trace.json", "extra.json"])
+def test_disk_full_on_an_output_keeps_the_previous_file(
+    app, model, tmp_path, name, failing_writes, snapshot, leftovers
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    for previous in ("trace.png", "trace.svg", "trace.json", "extra.json"):
+        (out / previous).write_bytes(b"previous " + previous.encode())
+    target = out / name
+    before = snapshot(target)
+    failing_writes(path=target)
+    args = ["trace", PROMPT, "-s", "Eiffel Tower", "--kind", "mlp", "--samples", "1"]
+    res = CliRunner().invoke(app, [*args, "--out", str(out), "--json", str(out / "extra.json")])
+    assert res.exit_code == 2, res.output
+    (line,) = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert str(target) in line and "disk full" in line
+    assert snapshot(target) == before
+    assert leftovers(out) == []

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import typer
+from rich.markup import escape
 
 from factedit.console import err_console
-from factedit.errors import FactEditError
+from factedit.errors import FactEditError, SpecError
 
 F = TypeVar("F", bound=Callable)
 
@@ -38,9 +39,38 @@ TrustOpt = Annotated[
 ]
 
 
+LayersOpt = Annotated[
+    str | None,
+    typer.Option("--layers", help='Layer(s) to edit, e.g. "4", or "auto" (default: the spec\'s).'),
+]
+
+
+def parse_layers(text: str | None) -> tuple[int, ...] | str | None:
+    """``--layers``: ``"auto"``, ``"4"`` or ``"4,5"`` -> "auto" / (4,) / (4, 5); None stays None.
+
+    Anything else (not integers, negative or repeated indices) is a :class:`SpecError`.
+    """
+    if text is None:
+        return None
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        layers = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise SpecError(
+            f'--layers must be "auto" or integers like "4" or "4,5"; got "{text}"'
+        ) from None
+    if not layers or any(x < 0 for x in layers) or len(set(layers)) != len(layers):
+        raise SpecError(f'--layers "{text}": give distinct non-negative layer indices or "auto"')
+    return layers
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``error: message`` on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+    """Print ``error: message`` on one line of stderr and return the Exit to raise.
+
+    ``message`` is plain text: brackets in it (a path like ``runs[2]/out``) are printed as is.
+    """
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -54,6 +84,6 @@ def cli_errors(fn: F) -> F:
         except FactEditError as exc:
             raise fail(str(exc), exc.exit_code) from None
         except KeyboardInterrupt:
-            raise fail("interrupted; nothing was written", 130) from None
+            raise fail("interrupted; nothing half-written was left behind", 130) from None
 
     return wrapper  # type: ignore[return-value]

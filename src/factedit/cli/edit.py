@@ -12,9 +12,18 @@ from rich.panel import Panel
 from rich.table import Table
 
 from factedit.apply import EditRecord, apply_spec, check_prompt_lengths, save_edited_model
-from factedit.cli.common import DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, cli_errors
+from factedit.cli.common import (
+    DeviceOpt,
+    DtypeOpt,
+    LayersOpt,
+    ModelOpt,
+    TrustOpt,
+    cli_errors,
+    parse_layers,
+)
 from factedit.editing import Editor
 from factedit.errors import SpecError
+from factedit.evaluate.probe import report_probe
 from factedit.models import load_model
 from factedit.paths import atomic_write_text
 from factedit.spec import load_spec
@@ -25,30 +34,10 @@ edit_app = typer.Typer(
 out = Console(highlight=False)
 
 SpecArg = Annotated[Path, typer.Argument(help="Edit spec (.yaml) or CounterFact/zsRE .json.")]
-LayersOpt = Annotated[
-    str | None, typer.Option("--layers", help='Layer(s) to edit, e.g. "4" or "auto".')
-]
 CorpusOpt = Annotated[
     list[Path] | None,
     typer.Option("--corpus", help="Text/JSONL corpus for the statistics C (repeatable)."),
 ]
-
-
-def parse_layers(text: str | None) -> tuple[int, ...] | str | None:
-    """``"auto"`` or comma-separated non-negative ints; None when not given."""
-    if text is None:
-        return None
-    if text.strip() == "auto":
-        return "auto"
-    try:
-        layers = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise SpecError(
-            f'--layers must be "auto" or integers like "4" or "4,5"; got "{text}"'
-        ) from None
-    if any(x < 0 for x in layers):
-        raise SpecError(f"--layers must be non-negative; got {text}")
-    return layers
 
 
 @edit_app.command("validate")
@@ -94,7 +83,7 @@ def apply_command(
         trust_remote_code=trust_remote_code,
         architecture=spec.architecture,
     )
-    check_prompt_lengths(lm, spec)
+    check_prompt_lengths(lm, spec, offset=offset)
     editor = Editor(
         lm,
         method=spec.method,
@@ -112,6 +101,8 @@ def apply_command(
     run = apply_spec(lm, spec, editor)
     for index, record in enumerate(run.records):
         render_record(index, record)
+    if run.fluency_probe is not None:
+        report_probe(run.fluency_probe)
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(run.to_dict(lm), indent=2))
         out.print(f"wrote {json_path}")

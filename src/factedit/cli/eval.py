@@ -14,10 +14,21 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from factedit.cli.common import DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, cli_errors, fail
+from factedit.apply import check_prompt_lengths
+from factedit.cli.common import (
+    DeviceOpt,
+    DtypeOpt,
+    LayersOpt,
+    ModelOpt,
+    TrustOpt,
+    cli_errors,
+    fail,
+    parse_layers,
+)
 from factedit.console import info, progress
 from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
 from factedit.evaluate.metrics import METRIC_KEYS
+from factedit.evaluate.probe import report_probe
 from factedit.evaluate.runner import EvalOptions, run_edited, run_independent, run_sequential
 from factedit.models import load_model
 from factedit.paths import atomic_write_text
@@ -33,23 +44,6 @@ from factedit.spec import SUPPORTED_METHODS, EditSpec, load_spec
 
 _GENERATION_METRICS = ("ge", "mention_new", "mention_true")
 _PROBABILITY_METRICS = ("es", "em", "ps", "pm", "s", "mention_true")
-
-
-def parse_layers(text: str | None) -> tuple[int, ...] | str | None:
-    """``"auto"``, ``"4"`` or ``"4,5"`` -> "auto" / (4,) / (4, 5); None stays None."""
-    if text is None:
-        return None
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        layers = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise typer.BadParameter(
-            f'"{text}" is not "auto" or a comma-separated list of layers'
-        ) from None
-    if not layers or any(x < 0 for x in layers) or len(set(layers)) != len(layers):
-        raise typer.BadParameter(f'"{text}": give distinct non-negative layer indices or "auto"')
-    return layers
 
 
 def _check_gate_metrics(thresholds: dict[str, float], spec: EditSpec, generation: bool) -> None:
@@ -80,8 +74,13 @@ def _run(lm, spec: EditSpec, *, mode: str, edited_lm, editor, options: EvalOptio
             return run_edited(
                 lm, edited_lm, spec.edits, kind=spec.kind, options=options, on_edit=step
             )
-        run = run_independent if mode == "independent" else run_sequential
-        return run(lm, spec.edits, editor, kind=spec.kind, options=options, on_edit=step)
+        if mode == "independent":
+            return run_independent(
+                lm, spec.edits, editor, kind=spec.kind, options=options, on_edit=step
+            )
+        return run_sequential(
+            lm, spec.edits, editor, kind=spec.kind, options=options, on_edit=step, probe=True
+        )
 
 
 @cli_errors
@@ -92,10 +91,7 @@ def eval_command(
     method: Annotated[
         str | None, typer.Option("--method", help="Editing method (default: the spec's, rome).")
     ] = None,
-    layers: Annotated[
-        str | None,
-        typer.Option("--layers", help='Layer(s) to edit, e.g. "4", or "auto" (default: spec).'),
-    ] = None,
+    layers: LayersOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use N edits.")] = None,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip the first K edits.")] = 0,
     model: ModelOpt = None,
@@ -167,6 +163,7 @@ def eval_command(
     lm = load_model(
         model or spec.model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
+    check_prompt_lengths(lm, spec, offset=offset)
     edited_lm, editor = None, None
     if mode == "edited":
         edited_lm = load_model(
@@ -188,6 +185,8 @@ def eval_command(
     options = EvalOptions(generation=generation, seed=spec.seed)
     info(f"evaluating {len(spec.edits)} edits ({mode}) on {lm.name}")
     result = _run(lm, spec, mode=mode, edited_lm=edited_lm, editor=editor, options=options)
+    if result.fluency_probe is not None:
+        report_probe(result.fluency_probe)
 
     settings: dict[str, Any] = {
         "method": None if mode == "edited" else method,

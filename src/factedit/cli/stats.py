@@ -16,7 +16,8 @@ from factedit.stats import list_cached, second_moment
 from factedit.stats.moment import DEFAULT_N_TOKENS
 
 stats_app = typer.Typer(
-    help="Second-moment statistics C = E[k kᵀ] of the edited MLP weight's inputs (cached).",
+    # "\\[" keeps rich markup from reading "[k kᵀ]" as a style tag and dropping it.
+    help="Second-moment statistics C = E\\[k kᵀ] of the edited MLP weight's inputs (cached).",
     no_args_is_help=True,
 )
 out = Console(highlight=False)

@@ -8,7 +8,7 @@
 
 Modules: ``scoring`` (batched teacher-forced log-probs), ``generation``, ``measure``,
 ``counterfact`` / ``zsre`` / ``fluency`` (metrics), ``metrics`` (names, aggregation),
-``runner`` (loops), ``gate`` (``--fail-under``).
+``runner`` (loops), ``gate`` (``--fail-under``), ``probe`` (the post-edit fluency probe).
 """
 
 from factedit.evaluate.generation import generate_ids, generate_text

@@ -27,6 +27,7 @@ from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas
 from factedit.errors import NumericalError
 from factedit.evaluate.measure import RequestMeasurement, measure_request
 from factedit.evaluate.metrics import request_metrics, summarize
+from factedit.evaluate.probe import FluencyProbe, probe_entropy
 from factedit.evaluate.zsre import prepare_zsre
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
@@ -94,6 +95,7 @@ class EvalResult:
     options: EvalOptions
     seconds: float = 0.0
     timing: dict[str, float] = field(default_factory=dict)
+    fluency_probe: FluencyProbe | None = None
 
     @property
     def unedited(self) -> dict[str, float]:
@@ -209,11 +211,17 @@ def run_sequential(
     kind: str = "spec",
     options: EvalOptions | None = None,
     on_edit: Progress | None = None,
+    probe: bool = False,
 ) -> EvalResult:
-    """Edits accumulate; each is measured on the final model; then all are reverted."""
+    """Edits accumulate; each is measured on the final model; then all are reverted.
+
+    With ``probe``, the fluency probe (:mod:`factedit.evaluate.probe`) compares the unedited
+    model with the model carrying every edit (``result.fluency_probe``).
+    """
     options = options or EvalOptions()
     requests = prepare_requests(requests, kind)
     start = time.perf_counter()
+    probe_before = probe_entropy(lm) if probe else None
     befores, measure_s = [], []
     for index, request in enumerate(requests):
         t0 = time.perf_counter()
@@ -222,6 +230,7 @@ def run_sequential(
     applied = AppliedDeltas(lm.model)
     snapshot: dict[str, torch.Tensor] = {}
     edit_s, layers, errors = [], [], []
+    fluency: FluencyProbe | None = None
     try:
         for index, request in enumerate(requests):
             t0 = time.perf_counter()
@@ -245,6 +254,8 @@ def run_sequential(
             t0 = time.perf_counter()
             afters.append(_measure(lm, request, index, options))
             measure_s[index] += time.perf_counter() - t0
+        if probe_before is not None:
+            fluency = FluencyProbe(probe_before, probe_entropy(lm))
     finally:
         applied.revert()
     _check_restored(lm, snapshot)
@@ -253,7 +264,8 @@ def run_sequential(
         for i, r in enumerate(requests)
     ]
     seconds = time.perf_counter() - start
-    return EvalResult("sequential", kind, outcomes, options, seconds, _timing(outcomes, seconds))
+    timing = _timing(outcomes, seconds)
+    return EvalResult("sequential", kind, outcomes, options, seconds, timing, fluency)
 
 
 def run_edited(

@@ -28,7 +28,7 @@ import safetensors.torch
 import torch
 
 from factedit.console import info, warn
-from factedit.errors import StatsError
+from factedit.errors import OutputWriteError, StatsError
 from factedit.paths import atomic_file, cache_dir
 from factedit.stats.collect import Accumulator
 
@@ -174,10 +174,9 @@ def _write(path: Path, data: bytes) -> None:
     try:
         with atomic_file(path, "wb") as fh:
             fh.write(data)
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
+    except OutputWriteError as exc:
         raise StatsError(
-            f"cannot write the statistics cache file {path}: {reason} "
+            f"cannot write the statistics cache file {path}: {exc.reason} "
             "(free some disk space, or point FACTEDIT_HOME at another disk)"
         ) from exc
 
