@@ -254,6 +254,23 @@ def test_cli_independent_and_edited_modes(cli, tmp_path):
     assert report["edited_model"] is not None
 
 
+def test_cli_passes_the_specs_architecture_map_to_the_loader(cli, tmp_path, monkeypatch):
+    invoke, _, lm = cli
+    seen = []
+    monkeypatch.setattr(
+        "factedit.cli.eval.load_model", lambda ref=None, **kw: seen.append(kw) or lm
+    )
+    mapping = {"layers": "model.layers", "down_proj": "mlp.down_proj"}
+    spec = tmp_path / "mapped.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {"layers": [1], "architecture": mapping, "edits": [EDITS[0].to_dict()]}
+        )
+    )
+    assert invoke(spec, "--no-generation").exit_code == 0
+    assert seen and seen[0]["architecture"] == mapping
+
+
 def _error_line(output: str) -> str:
     (line,) = [x for x in output.splitlines() if x.startswith("error:")]
     return line

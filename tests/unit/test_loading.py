@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from factedit.errors import ModelLoadError, UnsupportedArchitectureError
 from factedit.models import ARCHITECTURES, load_model, resolve_architecture
-from factedit.models.presets import list_presets
+from factedit.models.loading import verify_known_answer
+from factedit.models.presets import KnownAnswer, list_presets
 from factedit.testing import TINY_MODEL_TYPES
+from factedit.tokens import target_token_ids
 
 
 def test_presets_are_listed():
@@ -92,3 +96,31 @@ def test_unsupported_architecture_names_type_and_keys():
         },
     )
     assert arch.down_proj(1).weight.shape == (32, 128)
+
+
+class _FixedAnswer(torch.nn.Module):
+    """Stands in for a model: always predicts ``token`` next (logits [1, T, vocab])."""
+
+    def __init__(self, token: int, vocab: int) -> None:
+        super().__init__()
+        self.token, self.vocab = token, vocab
+
+    def forward(self, input_ids: torch.Tensor) -> SimpleNamespace:
+        logits = torch.zeros(1, input_ids.shape[1], self.vocab)
+        logits[0, -1, self.token] = 1.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_a_conversion_that_forgot_a_known_fact_is_refused(bpe_tokenizer):
+    check = KnownAnswer("The Eiffel Tower is located in the city of", " Paris")
+    paris = target_token_ids(bpe_tokenizer, "Paris")[0]
+    rome = target_token_ids(bpe_tokenizer, "Rome")[0]
+    vocab = len(bpe_tokenizer)
+    verify_known_answer(_FixedAnswer(paris, vocab), bpe_tokenizer, check, source="ok.gguf")
+    with pytest.raises(ModelLoadError, match=r'bad\.gguf .* predicts .* instead of "Paris"'):
+        verify_known_answer(_FixedAnswer(rome, vocab), bpe_tokenizer, check, source="bad.gguf")
+
+
+def test_presets_carry_a_known_answer():
+    for preset in list_presets().values():
+        assert preset.check is not None and preset.check.answer.strip()

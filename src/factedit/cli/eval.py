@@ -161,13 +161,21 @@ def eval_command(
     resolved_layers = layer_choice if layer_choice is not None else spec.layers
 
     lm = load_model(
-        model or spec.model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+        model or spec.model,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        architecture=spec.architecture,
     )
     check_prompt_lengths(lm, spec, offset=offset)
     edited_lm, editor = None, None
     if mode == "edited":
         edited_lm = load_model(
-            str(edited), device=device, dtype=dtype, trust_remote_code=trust_remote_code
+            str(edited),
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            architecture=spec.architecture,
         )
     else:
         from factedit.editing import Editor

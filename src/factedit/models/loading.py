@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -29,6 +30,7 @@ from factedit.errors import FactEditError, ModelLoadError
 from factedit.models.arch import Architecture, resolve_architecture
 from factedit.models.presets import (
     DEFAULT_MODEL,
+    KnownAnswer,
     Preset,
     fetch_preset,
     get_preset,
@@ -36,6 +38,7 @@ from factedit.models.presets import (
     sha256_file,
 )
 from factedit.paths import atomic_dir, atomic_write_text, cache_dir
+from factedit.tokens import prompt_token_ids, target_token_ids
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 IDENTITY_FILE = "factedit.json"
@@ -197,18 +200,23 @@ def _identity(source: str, model: PreTrainedModel) -> str:
 def ensure_preset(preset: Preset) -> Path:
     """The cached HF directory of a preset, fetching and converting on first use."""
     gguf = fetch_preset(preset)
-    return ensure_gguf_converted(gguf, sha256=preset.source.get("sha256"))
+    return ensure_gguf_converted(gguf, sha256=preset.source.get("sha256"), check=preset.check)
 
 
-def ensure_gguf_converted(gguf: Path, *, sha256: str | None = None) -> Path:
-    """Dequantise ``gguf`` into a cached HF directory (once) and return that directory."""
+def ensure_gguf_converted(
+    gguf: Path, *, sha256: str | None = None, check: KnownAnswer | None = None
+) -> Path:
+    """Dequantise ``gguf`` into a cached HF directory (once) and return that directory.
+
+    With ``check``, the converted model must give that known answer before it is cached.
+    """
     digest = sha256 or sha256_file(gguf)
     out = cache_dir("models") / f"gguf-{digest[:16]}"
     if (out / IDENTITY_FILE).is_file():
         return out
     info(f"dequantising {gguf.name} once (about a minute); cached in {out}")
     try:
-        convert_gguf(gguf, out, identity=f"gguf:{digest[:16]}:{gguf.name}")
+        convert_gguf(gguf, out, identity=f"gguf:{digest[:16]}:{gguf.name}", check=check)
     except FactEditError:
         raise
     except Exception as exc:  # a corrupt or foreign file surfaces in many ways
@@ -216,8 +224,12 @@ def ensure_gguf_converted(gguf: Path, *, sha256: str | None = None) -> Path:
     return out
 
 
-def convert_gguf(gguf: Path, out: Path, *, identity: str) -> None:
-    """Load a GGUF with transformers, rebuild the plain model, save safetensors atomically."""
+def convert_gguf(gguf: Path, out: Path, *, identity: str, check: KnownAnswer | None = None) -> None:
+    """Load a GGUF with transformers, rebuild the plain model, save safetensors atomically.
+
+    ``check`` (a preset's known answer) is verified on the rebuilt model before anything is
+    written, so a conversion that went wrong is never cached.
+    """
     folder, name = str(gguf.parent), gguf.name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -236,12 +248,36 @@ def convert_gguf(gguf: Path, out: Path, *, identity: str) -> None:
             f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}"
         )
     plain.tie_weights()
+    if check is not None:
+        verify_known_answer(plain, tokenizer, check, source=gguf.name)
     with atomic_dir(out, overwrite=True) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         atomic_write_text(
             tmp / IDENTITY_FILE,
             json.dumps({"identity": identity, "gguf": str(gguf)}, indent=2),
+        )
+
+
+@torch.no_grad()
+def verify_known_answer(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, check: KnownAnswer, *, source: str
+) -> None:
+    """The model's greedy next token after ``check.prompt`` must be ``check.answer``'s first.
+
+    A dequantised GGUF that fails this is broken (for example, some transformers releases
+    convert Gemma 3 GGUF files wrongly): raise instead of handing back a silently wrong model.
+    """
+    ids = torch.tensor([prompt_token_ids(tokenizer, check.prompt)])
+    predicted = int(model(input_ids=ids).logits[0, -1].argmax())
+    expected = target_token_ids(tokenizer, check.answer)[0]
+    if predicted != expected:
+        got = tokenizer.decode([predicted])
+        raise ModelLoadError(
+            f'{source} converted with transformers {transformers.__version__} predicts "{got}" '
+            f'instead of "{check.answer.strip()}" after "{check.prompt}", so the conversion is '
+            "wrong and was not cached; install another transformers release (factedit is "
+            "tested with 5.24)"
         )
 
 

@@ -30,11 +30,20 @@ DEFAULT_MODEL = "gemma-3-270m"
 
 
 @dataclass(frozen=True)
+class KnownAnswer:
+    """A fact the model must get right (greedy next token) for its weights to be trusted."""
+
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     description: str
     source: dict[str, Any]
     edit_layer: int
+    check: KnownAnswer | None = None
 
     @property
     def gguf_name(self) -> str:
@@ -57,6 +66,7 @@ def list_presets() -> dict[str, Preset]:
             description=data.get("description", ""),
             source=dict(data["source"]),
             edit_layer=int(data["edit_layer"]),
+            check=KnownAnswer(**data["check"]) if "check" in data else None,
         )
     return presets
 
