@@ -7,7 +7,9 @@ the candidate layers are those whose MLP effect is within ``--band`` (15 %) of t
 among them the one whose keys leak least into other subjects of the same relation is chosen.
 Both inputs come from known-facts.json and WikiText-2 only, never from CounterFact.
 
-    python scripts/choose_edit_layer.py out/trace/aggregate.json selectivity.json
+    python scripts/trace_layer_profile.py --model gemma-3-270m --facts 20 --out profile.json
+    python scripts/key_selectivity.py --model gemma-3-270m --layers 0-8 --out selectivity.json
+    python scripts/choose_edit_layer.py profile.json selectivity.json
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ import json
 from pathlib import Path
 
 
+def last_subject_mlp_curve(trace: dict) -> list[float | None]:
+    """The [L] MLP effect at the last subject token from an aggregate trace JSON
+    (``factedit trace --facts``) or a ``scripts/trace_layer_profile.py`` JSON."""
+    if "mlp_effect_last_subject_token" in trace:
+        return trace["mlp_effect_last_subject_token"]
+    return trace["effects"]["mlp"][trace["groups"].index("last subject token")]
+
+
 def choose(trace: dict, selectivity: dict, band: float) -> dict:
     """The chosen layer, its candidates and the numbers behind the choice."""
-    curve = trace["effects"]["mlp"][trace["groups"].index("last subject token")]
+    curve = last_subject_mlp_curve(trace)
     peak = max(x for x in curve if x is not None)
     leak = {int(k): v["same_relation_mean"] for k, v in selectivity["leakage_by_layer"].items()}
     candidates = [
@@ -42,7 +52,7 @@ def choose(trace: dict, selectivity: dict, band: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("trace", type=Path, help="aggregate trace JSON (factedit trace --facts)")
+    parser.add_argument("trace", type=Path, help="aggregate trace or layer-profile JSON")
     parser.add_argument("selectivity", type=Path, help="scripts/key_selectivity.py output")
     parser.add_argument("--band", type=float, default=0.15)
     args = parser.parse_args()

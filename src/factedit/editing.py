@@ -107,22 +107,24 @@ def resolve_layers(
 ) -> tuple[tuple[int, ...], str]:
     """Concrete layers and a one-line reason.
 
-    ``"auto"`` takes, in order: this model's cached aggregate trace (``factedit trace
-    --facts``); the preset's recorded layer (the MLP peak of its aggregate trace over known
-    facts, see the README); else a causal trace of the requests themselves.
+    ``"auto"`` takes, in order: the preset's recorded layer (chosen from its aggregate trace
+    and the selectivity of its keys, see the README); else this model's cached aggregate
+    trace (``factedit trace --facts``, the MLP peak at the last subject token); else a causal
+    trace of the requests themselves.
     """
     if layers != "auto":
         chosen = tuple(int(x) for x in layers)
         for layer in chosen:
             lm.arch.layer_name(layer)  # validates the index
         return chosen, "given in the spec / on the command line"
-    from factedit.trace.recommend import load_cached_aggregate, recommend_layer
+    from factedit.trace.recommend import recommend_layer
 
-    if load_cached_aggregate(lm) is None and lm.default_layer is not None:
+    if lm.default_layer is not None:
         layer = lm.default_layer
         reason = (
-            f"layers: auto -> layer {layer}, the preset's recorded MLP peak of causal tracing "
-            "at the last subject token over known facts"
+            f"layers: auto -> layer {layer}, the preset's recorded edit layer (among the layers "
+            "where causal tracing finds the MLP effect at the last subject token within 15% of "
+            "its peak, the one whose keys leak least into other subjects)"
         )
     else:
         layer, reason = recommend_layer(lm, requests)

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from rich.console import Console
 
+from factedit.editing import resolve_layers
 from factedit.errors import FactEditError, SpecError
 from factedit.tokens import target_token_ids
 from factedit.trace import aggregate_trace, recommend_layer, save_aggregate, trace_fact
@@ -227,3 +228,19 @@ def test_recommend_layer_traces_requests_then_uses_the_cache(tiny, tmp_path, mon
     assert layer == 3 and "cached aggregate" in why
     layer, why = recommend_layer(lm, [request], samples=2, use_cache=False)
     assert "cached" not in why
+
+
+def test_layers_auto_prefers_the_presets_recorded_layer_over_a_cached_trace(
+    tiny, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FACTEDIT_HOME", str(tmp_path))
+    lm = tiny("llama")
+    agg = aggregate_trace(lm, own_facts(lm, 1), samples=1, window=2)
+    agg.effects["mlp"][2] = [0.0, 0.0, 0.0, 0.5]  # the cached trace says layer 3
+    save_aggregate(lm, agg)
+    lm.default_layer = None  # not a preset: the cached trace decides
+    assert resolve_layers(lm, "auto", [])[0] == (3,)
+    lm.default_layer = 1  # a preset's recorded choice wins over the bare MLP peak
+    layers, why = resolve_layers(lm, "auto", [])
+    assert layers == (1,) and "preset's recorded edit layer" in why
+    assert resolve_layers(lm, [2], [])[0] == (2,)
