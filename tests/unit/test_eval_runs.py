@@ -263,9 +263,7 @@ def test_cli_passes_the_specs_architecture_map_to_the_loader(cli, tmp_path, monk
     mapping = {"layers": "model.layers", "down_proj": "mlp.down_proj"}
     spec = tmp_path / "mapped.yaml"
     spec.write_text(
-        yaml.safe_dump(
-            {"layers": [1], "architecture": mapping, "edits": [EDITS[0].to_dict()]}
-        )
+        yaml.safe_dump({"layers": [1], "architecture": mapping, "edits": [EDITS[0].to_dict()]})
     )
     assert invoke(spec, "--no-generation").exit_code == 0
     assert seen and seen[0]["architecture"] == mapping
