@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -124,3 +125,46 @@ def test_a_conversion_that_forgot_a_known_fact_is_refused(bpe_tokenizer):
 def test_presets_carry_a_known_answer():
     for preset in list_presets().values():
         assert preset.check is not None and preset.check.answer.strip()
+
+
+class _Payload:
+    """Unpickling this writes a marker file: proof that a checkpoint was unpickled unsafely."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "executed"))
+
+
+def test_a_pickled_checkpoint_is_never_unpickled_unsafely(tmp_path, tiny):
+    lm = tiny("llama")
+    model_dir = tmp_path / "m"
+    lm.model.save_pretrained(model_dir)
+    lm.tokenizer.save_pretrained(model_dir)
+    (model_dir / "model.safetensors").unlink()
+    marker = tmp_path / "marker"
+    state = {k: v for k, v in lm.model.state_dict().items()}
+    state["payload"] = _Payload(marker)
+    torch.save(state, model_dir / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError):
+        load_model(str(model_dir), device="cpu")
+    assert not marker.exists()
+
+
+def test_remote_code_is_off_unless_asked_and_the_hub_is_announced(tmp_path, monkeypatch, capsys):
+    seen: list[bool] = []
+
+    def fake(source, **kw):
+        seen.append(kw["trust_remote_code"])
+        raise OSError("stop here")
+
+    monkeypatch.setattr("factedit.models.loading.AutoTokenizer.from_pretrained", fake)
+    monkeypatch.delenv("FACTEDIT_QUIET", raising=False)
+    for flag in (False, True):
+        with pytest.raises(ModelLoadError):
+            load_model("someone/some-model", device="cpu", trust_remote_code=flag)
+    with pytest.raises(ModelLoadError):
+        load_model("someone/some-model", device="cpu")
+    assert seen == [False, True, False]
+    assert "from the Hugging Face hub (network)" in capsys.readouterr().err

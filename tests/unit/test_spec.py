@@ -207,6 +207,14 @@ def test_malformed_yaml_names_line_and_column(tmp_path: Path) -> None:
     spec_error(lambda: load_spec(path), "facts.yaml:3:14: malformed YAML", "mapping values")
 
 
+def test_yaml_python_tags_are_refused_not_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    path = tmp_path / "facts.yaml"
+    path.write_text(f'edits: !!python/object/apply:os.system ["touch {marker}"]\n')
+    spec_error(lambda: load_spec(path), "facts.yaml", "malformed YAML")
+    assert not marker.exists()
+
+
 def test_malformed_yaml_text_without_source() -> None:
     spec_error(lambda: load_spec_text("edits: [\n"), "<spec>:2:1: malformed YAML")
 
