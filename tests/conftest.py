@@ -167,3 +167,15 @@ def leftovers():
         return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
 
     return find
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests of many tiny forward passes: on a shared 2-core box, extra
+    threads only oversubscribe (up to 10x slower). Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

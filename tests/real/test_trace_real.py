@@ -11,19 +11,10 @@ from factedit.trace import engine, reference
 from factedit.trace.fact import build_problem
 from factedit.trace.patching import Site
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.usefixtures("one_thread")]
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "The Eiffel Tower"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """On a shared 2-core box, one thread avoids OpenMP oversubscription (10× slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

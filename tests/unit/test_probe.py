@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import factedit.evaluate.probe as probe
 from factedit.delta import apply_deltas
@@ -11,13 +10,7 @@ from factedit.evaluate.fluency import words
 from factedit.evaluate.probe import COLLAPSE_RATIO, FluencyProbe, probe_entropy, probe_texts
 from factedit.testing import collapsing_delta, small_delta
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(params=["llama", "gpt2"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
@@ -14,15 +13,9 @@ from factedit.hooks import count_hooks
 from factedit.tokens import target_token_ids
 from factedit.trace import trace_fact
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPT = "The Eiffel Tower is located in the city of"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -135,6 +128,7 @@ def test_facts_aggregate_writes_outputs_and_caches(app, model, tmp_path, monkeyp
 def test_disk_full_on_an_output_keeps_the_previous_file(
     app, model, tmp_path, name, failing_writes, snapshot, leftovers
 ):
+
     out = tmp_path / "out"
     out.mkdir()
     for previous in ("trace.png", "trace.svg", "trace.json", "extra.json"):

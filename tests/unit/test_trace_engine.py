@@ -13,18 +13,12 @@ from factedit.trace import engine, reference, trace_fact
 from factedit.trace.fact import build_problem, grid_sites
 from factedit.trace.patching import Site, site_modules, window_layers
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 PROMPT = "Rome is the capital of"
 SUBJECT = "Rome"
 LONG_PROMPT = "The Eiffel Tower is located in the city of"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; on a busy CI box extra threads cost 10×."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

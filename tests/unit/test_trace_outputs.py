@@ -29,16 +29,10 @@ from factedit.trace.render import (
 )
 from factedit.trace.result import TraceResult
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +227,7 @@ def test_recommend_layer_traces_requests_then_uses_the_cache(tiny, tmp_path, mon
 def test_layers_auto_prefers_the_presets_recorded_layer_over_a_cached_trace(
     tiny, tmp_path, monkeypatch
 ):
+
     monkeypatch.setenv("FACTEDIT_HOME", str(tmp_path))
     lm = tiny("llama")
     agg = aggregate_trace(lm, own_facts(lm, 1), samples=1, window=2)

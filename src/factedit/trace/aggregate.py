@@ -26,7 +26,7 @@ import torch
 from factedit.errors import FactEditError, SpecError, SubjectNotFoundError
 from factedit.models.loading import LoadedModel
 from factedit.tokens import SubjectPrompt, locate_subject, target_token_ids
-from factedit.trace.fact import check_settings, trace_fact
+from factedit.trace.fact import check_settings, trace_fact, trace_settings
 from factedit.trace.noise import DEFAULT_NOISE, noise_std, parse_noise
 from factedit.trace.patching import KINDS, last_logits
 from factedit.trace.result import TraceResult
@@ -249,17 +249,8 @@ def aggregate_trace(
             on_fact(i, len(kept), result)
     effects, counts = average_effects(traces, kinds)
     settings = {
-        "model": lm.name,
-        "identity": lm.identity,
-        "kinds": list(kinds),
-        "samples": samples,
-        "noise": str(noise),
-        "noise_std": std,
-        "window": window,
-        "seed": seed,
+        **trace_settings(lm, kinds, samples, noise, std, window, seed, engine_name),
         "limit": limit,
-        "engine": engine_name,
-        "num_layers": lm.arch.num_layers,
         "known_rule": "first token of the greedy answer == first token of the attribute",
     }
     return AggregateResult(traces, scanned, effects, counts, settings)

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from factedit.console import progress
+from factedit.forward import resume_from_layer
 from factedit.hooks import Trace, TraceDict
 from factedit.models.arch import Architecture
 from factedit.models.loading import LoadedModel
@@ -50,42 +51,6 @@ from factedit.trace.patching import (
 
 TOKENS_PER_BATCH = 2048
 MAX_ROWS = 128
-
-
-class _CachedLayer(nn.Module):
-    """Stands in for a decoder layer below the start layer: returns cached hidden states.
-
-    Attribute look-ups the base model might make on a layer fall through to the original.
-    """
-
-    def __init__(self, original: nn.Module, hidden: torch.Tensor) -> None:
-        super().__init__()
-        object.__setattr__(self, "_original", original)  # not registered as a child
-        self.hidden = hidden
-
-    def forward(self, *_args, **_kwargs) -> torch.Tensor:
-        return self.hidden
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.__dict__["_original"], name)
-
-
-@contextlib.contextmanager
-def start_at(arch: Architecture, start: int, hidden: torch.Tensor) -> Iterator[None]:
-    """Within the block, layers ``0..start-1`` are skipped and layer ``start`` receives
-    ``hidden`` (``[B, T', D]``, the output of layer ``start - 1``). Always undone on exit."""
-    layers = arch.layers()
-    originals = [layers[i] for i in range(start)]
-    try:
-        for i, module in enumerate(originals):
-            layers[i] = _CachedLayer(module, hidden)
-        yield
-    finally:
-        for i, module in enumerate(originals):
-            layers[i] = module
 
 
 def site_start(arch: Architecture, site: Site, window: int) -> int:
@@ -173,7 +138,7 @@ def _run_rows(
                 )
         else:
             hidden = states[start - 1][samples.to(lm.device), prefix:]
-            stack.enter_context(start_at(lm.arch, start, hidden))
+            stack.enter_context(resume_from_layer(lm.arch, start, hidden))
         editor = restore_editor(masks, clean)
         stack.enter_context(
             TraceDict(lm.model, list(masks), edit_output=editor, retain_output=False)

@@ -12,6 +12,7 @@ with a multi-token target, the probability of its first token is traced.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,16 +117,32 @@ def trace_fact(
         p_corrupt=p_corrupt,
         grids=grids,
         settings={
-            "model": lm.name,
-            "identity": lm.identity,
-            "kinds": list(kinds),
-            "samples": samples,
-            "noise": str(noise),
-            "noise_std": std,
-            "window": window,
-            "seed": seed,
-            "engine": engine_name,
-            "num_layers": lm.arch.num_layers,
+            **trace_settings(lm, kinds, samples, noise, std, window, seed, engine_name),
             "answer_probability": "first answer token",
         },
     )
+
+
+def trace_settings(
+    lm: LoadedModel,
+    kinds: Sequence[str],
+    samples: int,
+    noise: str | float,
+    std: float,
+    window: int,
+    seed: int,
+    engine_name: str,
+) -> dict[str, Any]:
+    """What a trace was run with (recorded in its JSON so it can be reproduced)."""
+    return {
+        "model": lm.name,
+        "identity": lm.identity,
+        "kinds": list(kinds),
+        "samples": samples,
+        "noise": str(noise),
+        "noise_std": std,
+        "window": window,
+        "seed": seed,
+        "engine": engine_name,
+        "num_layers": lm.arch.num_layers,
+    }
