@@ -1,0 +1,96 @@
+"""Why a ROME edit leaks or is slow: the README's diagnostic figures, per CounterFact record.
+
+    python scripts/rome_diagnostics.py values  --model gemma-3-270m --layer 4 --records 8
+    python scripts/rome_diagnostics.py values  --model gemma-3-270m --layer 4 --v-lr 0.06
+    python scripts/rome_diagnostics.py leakage --model gemma-3-270m --layer 2 --records 3,6
+    python scripts/rome_diagnostics.py profile --model smollm2-135m --layer 4
+
+``values``: ‖δ‖ / ‖v‖ of the optimised value, its steps and NLL curve. ``leakage``: for each
+neighbourhood prompt, the share of the update each token's key picks up, uᵀk / uᵀk*.
+``profile``: torch.profiler table (grouped by input shape) of two v*-steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from factedit.editing import Editor
+from factedit.hooks import Trace
+from factedit.methods.rome import RomeHParams, compute_key, compute_value
+from factedit.models import load_model
+from factedit.spec import load_spec
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _records(text: str) -> list[int]:
+    """ "8" -> the first 8 records; "3,6" -> records 3 and 6."""
+    return [int(x) for x in text.split(",")] if "," in text else list(range(int(text)))
+
+
+def values(editor: Editor, requests, hp: RomeHParams) -> None:
+    for r in requests:
+        _, log = compute_value(editor.lm, r, editor.layer, editor.templates(), hp)
+        ratio = log["delta_norm"] / log["v_orig_norm"]
+        nll = [round(x, 2) for x in log["nll"]]
+        print(json.dumps({"subject": r.subject, "delta_over_v": round(ratio, 2), "nll": nll}))
+
+
+@torch.no_grad()
+def leakage(editor: Editor, requests) -> None:
+    lm, layer = editor.lm, editor.layer
+    C = editor.statistics(layer).double()
+    for r in requests:
+        k = compute_key(lm, r, layer, editor.templates()).double()
+        u = torch.linalg.solve(C, k)
+        print(f"== {r.subject}: {r.target_true} -> {r.target_new}")
+        for prompt in r.neighborhood:
+            ids = lm.tokenizer(prompt, return_tensors="pt").input_ids.to(lm.device)
+            name = lm.arch.down_proj_name(layer)
+            with Trace(lm.model, name, retain_input=True, retain_output=False, stop=True) as tr:
+                lm.model(input_ids=ids)
+            share = (tr.input[0].double().cpu() @ u) / (u @ k)
+            tokens = lm.tokenizer.convert_ids_to_tokens(ids[0])
+            pairs = zip(tokens, share.tolist(), strict=True)
+            print("  ", " ".join(f"{t}:{v:+.2f}" for t, v in pairs))
+
+
+def profile(editor: Editor, request, hp: RomeHParams) -> None:
+    hp = RomeHParams(**{**hp.__dict__, "v_num_grad_steps": 2})
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=acts, record_shapes=True) as prof:
+        compute_value(editor.lm, request, editor.layer, editor.templates(), hp)
+    table = prof.key_averages(group_by_input_shape=True)
+    print(table.table(sort_by="self_cpu_time_total", row_limit=20, max_shapes_column_width=60))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["values", "leakage", "profile"])
+    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--layer", type=int, required=True)
+    parser.add_argument("--records", default="8")
+    parser.add_argument("--v-lr", type=float, default=RomeHParams().v_lr)
+    args = parser.parse_args()
+    lm = load_model(args.model, device="cpu")
+    hparams = {"v_lr": args.v_lr}
+    editor = Editor(
+        lm, layers=[args.layer], hparams=hparams, corpus=[DATA / "wikitext-2-raw-test.txt"]
+    )
+    indices = _records(args.records)
+    all_requests = load_spec(DATA / "counterfact-dev.json", limit=max(indices) + 1).edits
+    requests = [all_requests[i] for i in indices]
+    if args.what == "values":
+        values(editor, requests, editor.hparams)
+    elif args.what == "leakage":
+        leakage(editor, requests)
+    else:
+        profile(editor, requests[0], editor.hparams)
+
+
+if __name__ == "__main__":
+    main()
