@@ -129,15 +129,32 @@ def test_hparams_overrides_ignore_non_rome_keys():
     assert hp.v_lr == 0.1 and hp.kl_factor == 0 and hp.v_num_grad_steps == 20
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "gemma3_text", "gpt_neox"])
-def test_fast_value_matches_full_forward(editor_for, model_type):
-    """Skipping the unchanged lower layers and unused logits gives the same v*."""
-    editor = editor_for(model_type, layer=2)
+SUBJECT_FIRST = EditRequest(subject="Paris", prompt="{} is the capital of", target_new="Italy")
+
+
+@pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
+@pytest.mark.parametrize("layer", [0, 2])
+def test_fast_value_matches_full_forward(editor_for, model_type, layer):
+    """Cached prefixes, skipped lower layers and sparse logits give the plain loop's v*."""
+    editor = editor_for(model_type, layer=layer)
     templates = editor.templates()
-    fast, log_fast = compute_value(editor.lm, REQUEST, 2, templates, editor.hparams)
-    slow, log_slow = compute_value(editor.lm, REQUEST, 2, templates, editor.hparams, fast=False)
+    assert len(set(templates)) > 2, "rows need prefixes of different lengths"
+    for request in (REQUEST, SUBJECT_FIRST):
+        fast, log_fast = compute_value(editor.lm, request, layer, templates, editor.hparams)
+        slow, log_slow = compute_value(
+            editor.lm, request, layer, templates, editor.hparams, fast=False
+        )
+        assert torch.allclose(fast, slow, atol=1e-4, rtol=1e-4)
+        assert log_fast["nll"] == pytest.approx(log_slow["nll"], rel=1e-4)
+
+
+def test_fast_value_without_any_prefix(editor_for):
+    """A one-token subject first in a BOS-less prompt leaves nothing to cache."""
+    editor = editor_for("gpt2", layer=1)
+    hp = editor.hparams
+    fast, _ = compute_value(editor.lm, SUBJECT_FIRST, 1, ["{}"], hp)
+    slow, _ = compute_value(editor.lm, SUBJECT_FIRST, 1, ["{}"], hp, fast=False)
     assert torch.allclose(fast, slow, atol=1e-4, rtol=1e-4)
-    assert log_fast["nll"] == pytest.approx(log_slow["nll"], rel=1e-4)
 
 
 def test_same_seed_gives_bit_identical_update(tiny, corpus_path):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from factedit.batching import pad_right
 from factedit.delta import WeightDelta
-from factedit.forward import hidden_at, resume_from_layer
+from factedit.forward import PrefixCache, hidden_at, resume_from_layer
 from factedit.hooks import Trace
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
@@ -110,11 +110,14 @@ def compute_value(
     """v* [d_out]: the down-projection output that makes the model say ``target_new``.
 
     One batch holds every rewriting prompt (template + prompt + target[:-1]) and the KL
-    prompt "{subject} is a". The layers below ``layer`` never change, so their output is
-    computed once and each optimisation step runs only ``layer`` and above, with LM-head
-    logits only at the positions that predict target tokens (and the KL position).
-    ``fast=False`` runs the plain full forward pass with full logits instead (the baseline
-    the benchmark compares against; same numbers up to float rounding).
+    prompt "{subject} is a". Only the last subject token and what follows it change between
+    optimisation steps, so the fast path (a) computes the keys and values of every row's
+    tokens before its last subject token once (:class:`~factedit.forward.PrefixCache`),
+    (b) computes the layers below ``layer`` once, and (c) takes LM-head logits only at the
+    positions that predict target tokens (and the KL position). Each step then runs layers
+    ``layer`` and up over the row suffixes alone. ``fast=False`` runs the plain full
+    forward pass with full logits instead (the baseline the benchmark compares against;
+    same numbers up to float rounding).
     """
     tok, device = lm.tokenizer, lm.device
     target = target_token_ids(tok, request.target_new)
@@ -123,19 +126,27 @@ def compute_value(
         tok, KL_TEMPLATE.replace("{}", request.subject), request.subject, template=KL_TEMPLATE
     )
     rows = [list(p.input_ids) + target[:-1] for p in prompts] + [list(kl.input_ids)]
-    ids, mask = pad_right(rows, tok.pad_token_id, device)
+    split = [p.last_subject_index for p in prompts] + [kl.last_subject_index]
     n = len(prompts)
-    lookup = torch.tensor(
-        [p.last_subject_index for p in prompts] + [kl.last_subject_index], device=device
-    )
+    if fast:
+        # suffix position 0 of every row is its last subject token
+        batch = PrefixCache(lm.arch.base_model(), rows, split, tok.pad_token_id, device)
+        offsets, lookup = split, torch.zeros(n + 1, dtype=torch.long, device=device)
+    else:
+        ids, mask = pad_right(rows, tok.pad_token_id, device)
+        offsets, lookup = [0] * (n + 1), torch.tensor(split, device=device)
     batch_rows = torch.arange(n + 1, device=device)
     # positions whose next-token prediction is a target token: [n, len(target)]
     pred_pos = torch.tensor(
-        [[len(p.input_ids) - 1 + j for j in range(len(target))] for p in prompts], device=device
+        [
+            [len(p.input_ids) - 1 + j - offset for j in range(len(target))]
+            for p, offset in zip(prompts, offsets[:n], strict=True)
+        ],
+        device=device,
     )
     target_ids = torch.tensor(target, device=device).expand(n, -1)
 
-    start = hidden_at(lm.arch, layer, ids, mask) if fast and layer > 0 else None
+    start = hidden_at(lm.arch, layer, **batch.inputs()) if fast and layer > 0 else None
     down_name = lm.arch.down_proj_name(layer)
     delta = torch.zeros(
         lm.arch.down_proj(layer).weight.shape[1 if lm.arch.weight_is_in_out(layer) else 0],
@@ -160,12 +171,11 @@ def compute_value(
                 logp = torch.log_softmax(logits[rows_n, pred_pos].float(), dim=-1)
                 return logp, torch.log_softmax(logits[n, lookup[n]].float(), dim=-1)
             with resume_from_layer(lm.arch, layer, start):
-                hidden = lm.arch.base_model()(
-                    input_ids=ids, attention_mask=mask, use_cache=False
-                ).last_hidden_state
-        logp = torch.log_softmax(lm.arch.logits(hidden[rows_n, pred_pos]).float(), dim=-1)
-        kl_logp = torch.log_softmax(lm.arch.logits(hidden[n, lookup[n]]).float(), dim=-1)
-        return logp, kl_logp
+                hidden = lm.arch.base_model()(**batch.inputs()).last_hidden_state
+        # one LM-head product for the target positions and the KL position
+        wanted = torch.cat([hidden[rows_n, pred_pos].flatten(0, 1), hidden[n, lookup[n]][None]])
+        logp = torch.log_softmax(lm.arch.logits(wanted).float(), dim=-1)
+        return logp[:-1].view(n, len(target), -1), logp[-1]
 
     optimizer = torch.optim.Adam([delta], lr=hp.v_lr)
     kl_init: torch.Tensor | None = None
