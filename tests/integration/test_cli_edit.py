@@ -46,7 +46,7 @@ def spec_file(tmp_path):
 @pytest.fixture
 def tiny_llama(tiny, monkeypatch, corpus_path):
     lm = tiny("llama")
-    monkeypatch.setattr(edit_cli, "load_model", lambda *a, **k: lm)
+    monkeypatch.setattr("factedit.cli.common.load_model", lambda *a, **k: lm)
     monkeypatch.setenv("FACTEDIT_CORPUS", str(corpus_path))
     return lm
 
@@ -96,7 +96,7 @@ def test_invalid_spec_fails_before_loading_a_model(tmp_path, monkeypatch):
     def no_model(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(edit_cli, "load_model", no_model)
+    monkeypatch.setattr("factedit.cli.common.load_model", no_model)
     bad = tmp_path / "bad.yaml"
     bad.write_text(SPEC.replace("target_new: Rome", "target_new: ''"))
     result = CliRunner().invoke(app, ["edit", "apply", str(bad)])

@@ -184,7 +184,7 @@ def cli(tiny, monkeypatch, tmp_path):
     lm = tiny("llama")
     models = {"edited-dir": tiny("llama", seed=5)}
     monkeypatch.setattr(
-        "factedit.cli.eval.load_model", lambda ref=None, **kw: models.get(Path(str(ref)).name, lm)
+        "factedit.cli.common.load_model", lambda ref=None, **kw: models.get(Path(str(ref)).name, lm)
     )
     monkeypatch.setattr(factedit.editing, "Editor", RandomEditor)
     app = typer.Typer()
@@ -258,7 +258,7 @@ def test_cli_passes_the_specs_architecture_map_to_the_loader(cli, tmp_path, monk
     invoke, _, lm = cli
     seen = []
     monkeypatch.setattr(
-        "factedit.cli.eval.load_model", lambda ref=None, **kw: seen.append(kw) or lm
+        "factedit.cli.common.load_model", lambda ref=None, **kw: seen.append(kw) or lm
     )
     mapping = {"layers": "model.layers", "down_proj": "mlp.down_proj"}
     spec = tmp_path / "mapped.yaml"

@@ -15,6 +15,8 @@ from rich.markup import escape
 
 from factedit.console import err_console
 from factedit.errors import FactEditError, SpecError
+from factedit.models import LoadedModel, load_model
+from factedit.spec import EditSpec
 
 F = TypeVar("F", bound=Callable)
 
@@ -63,6 +65,20 @@ def parse_layers(text: str | None) -> tuple[int, ...] | str | None:
     if not layers or any(x < 0 for x in layers) or len(set(layers)) != len(layers):
         raise SpecError(f'--layers "{text}": give distinct non-negative layer indices or "auto"')
     return layers
+
+
+def load_spec_model(
+    reference: str | None, spec: EditSpec, *, device: str, dtype: str, trust_remote_code: bool
+) -> LoadedModel:
+    """Load ``reference`` (a ``--model`` value; None: the spec's model) with the spec's
+    ``architecture:`` map."""
+    return load_model(
+        reference or spec.model,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        architecture=spec.architecture,
+    )
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -19,12 +19,12 @@ from factedit.cli.common import (
     ModelOpt,
     TrustOpt,
     cli_errors,
+    load_spec_model,
     parse_layers,
 )
 from factedit.editing import Editor
 from factedit.errors import SpecError
 from factedit.evaluate.probe import report_probe
-from factedit.models import load_model
 from factedit.paths import atomic_write_text
 from factedit.spec import load_spec
 
@@ -76,12 +76,8 @@ def apply_command(
     layer_choice = parse_layers(layers) or spec.layers
     if out_dir is not None and out_dir.exists() and not overwrite:
         raise SpecError(f"--out {out_dir} already exists; pass --overwrite to replace it")
-    lm = load_model(
-        model or spec.model,
-        device=device,
-        dtype=dtype,
-        trust_remote_code=trust_remote_code,
-        architecture=spec.architecture,
+    lm = load_spec_model(
+        model, spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
     check_prompt_lengths(lm, spec, offset=offset)
     editor = Editor(

@@ -23,6 +23,7 @@ from factedit.cli.common import (
     TrustOpt,
     cli_errors,
     fail,
+    load_spec_model,
     parse_layers,
 )
 from factedit.console import info, progress
@@ -30,7 +31,6 @@ from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
 from factedit.evaluate.metrics import METRIC_KEYS
 from factedit.evaluate.probe import report_probe
 from factedit.evaluate.runner import EvalOptions, run_edited, run_independent, run_sequential
-from factedit.models import load_model
 from factedit.paths import atomic_write_text
 from factedit.report import (
     build_report,
@@ -160,22 +160,14 @@ def eval_command(
         mode = "independent" if independent else "sequential"
     resolved_layers = layer_choice if layer_choice is not None else spec.layers
 
-    lm = load_model(
-        model or spec.model,
-        device=device,
-        dtype=dtype,
-        trust_remote_code=trust_remote_code,
-        architecture=spec.architecture,
+    lm = load_spec_model(
+        model, spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
     check_prompt_lengths(lm, spec, offset=offset)
     edited_lm, editor = None, None
     if mode == "edited":
-        edited_lm = load_model(
-            str(edited),
-            device=device,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            architecture=spec.architecture,
+        edited_lm = load_spec_model(
+            str(edited), spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code
         )
     else:
         from factedit.editing import Editor
