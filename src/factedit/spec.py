@@ -92,6 +92,7 @@ HPARAM_KEYS: dict[str, type] = {
     "mom2_n_tokens": int,
     "mom2_dtype": str,
     "corpus": str,
+    "rescale_normed_value": bool,
 }
 _MOM2_DTYPES = ("float32", "float64")
 _POSITIVE_HPARAMS = {"v_num_grad_steps", "v_lr", "clamp_norm_factor", "mom2_n_tokens"}
@@ -106,6 +107,7 @@ ARCH_KEYS: tuple[str, ...] = (
     "embed",
     "final_norm",
     "lm_head",
+    "mlp_out_norm",
 )
 _EDIT_KEYS = (
     "subject",
@@ -580,6 +582,12 @@ def _hp_lengths(where: _Where, key: str, value: object) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _hp_bool(where: _Where, key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise where.error(key, f"must be true or false, not {_type_name(value)}")
+    return value
+
+
 def _hp_str(where: _Where, key: str, value: object) -> str:
     text = _nonempty(where, key, value)
     if key == "hparams.mom2_dtype" and text not in _MOM2_DTYPES:
@@ -592,6 +600,7 @@ _HP_READERS: dict[type, Callable[[_Where, str, object], Any]] = {
     float: _hp_float,
     tuple: _hp_lengths,
     str: _hp_str,
+    bool: _hp_bool,
 }
 
 

@@ -7,6 +7,7 @@ revert restores every weight bit for bit.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,7 +15,14 @@ import torch
 from factedit.delta import WeightDelta, apply_deltas, load_deltas, save_deltas
 from factedit.editing import Editor
 from factedit.errors import NumericalError
-from factedit.methods.rome import RomeHParams, compute_key, compute_value, rank_one_delta
+from factedit.hooks import Trace
+from factedit.methods.rome import (
+    RomeHParams,
+    compute_key,
+    compute_rome,
+    compute_value,
+    rank_one_delta,
+)
 from factedit.spec import EditRequest
 from factedit.testing import TINY_MODEL_TYPES
 
@@ -167,3 +175,50 @@ def test_same_seed_gives_bit_identical_update(tiny, corpus_path):
         with apply_deltas(lm.model, [delta]):
             digests.append(_digest(lm.model))
     assert digests[0] == digests[1]
+
+
+@pytest.mark.parametrize(("model_type", "normed"), [("gemma3_text", True), ("llama", False)])
+def test_mlp_output_norm_makes_the_value_scale_free(tiny, model_type, normed):
+    """The premise of match_output_scale: behind a post-MLP norm, c·v and v give the same
+    logits; without one they do not."""
+    lm = tiny(model_type)
+    assert lm.arch.mlp_output_is_normed() is normed
+    # a random init gives MLP outputs near the norm's epsilon; trained models are far above it
+    lm.arch.down_proj(1).weight.data.mul_(100)
+    ids = torch.tensor([[5, 17, 42, 8, 99]])
+
+    def logits(scale: float) -> torch.Tensor:
+        with Trace(
+            lm.model,
+            lm.arch.down_proj_name(1),
+            retain_output=False,
+            edit_output=lambda out, _name: out * scale,
+        ):
+            return lm.model(input_ids=ids).logits
+
+    same = torch.allclose(logits(1.0), logits(3.0), atol=1e-4, rtol=1e-4)
+    assert same is normed
+
+
+def test_normed_value_is_rescaled_to_the_current_output(editor_for):
+    """Gemma-style models: v* takes ‖W k*‖, keeps its direction, and ‖ΔW‖ shrinks."""
+    editor = editor_for("gemma3_text")
+    lm, layer = editor.lm, editor.layer
+    C, templates = editor.statistics(layer), editor.templates()
+    hp = replace(editor.hparams, clamp_norm_factor=8.0)
+    rescaled = compute_rome(lm, REQUEST, layer, C, templates, hp)
+    kept = compute_rome(lm, REQUEST, layer, C, templates, replace(hp, rescale_normed_value=False))
+    factor = rescaled.delta.meta["v_rescaled_by"]
+    assert kept.delta.meta["v_rescaled_by"] == 1.0
+    assert torch.allclose(rescaled.v_star * factor, kept.v_star, rtol=1e-5, atol=1e-5)
+    current = lm.arch.down_proj(layer)(rescaled.k_star[None])[0]
+    assert float(rescaled.v_star.norm()) == pytest.approx(float(current.norm()), rel=1e-5)
+    assert rescaled.delta.meta["delta_norm"] < kept.delta.meta["delta_norm"]
+
+
+def test_unnormed_value_is_left_alone(editor_for):
+    editor = editor_for("llama")
+    layer = editor.layer
+    C, templates = editor.statistics(layer), editor.templates()
+    result = compute_rome(editor.lm, REQUEST, layer, C, templates, editor.hparams)
+    assert result.delta.meta["v_rescaled_by"] == 1.0

@@ -185,6 +185,7 @@ def test_full_settings_are_read() -> None:
         "mom2_n_tokens": 100000,
         "mom2_dtype": "float64",
         "corpus": "wikitext",
+        "rescale_normed_value": False,
     }
     assert set(hparams) == set(HPARAM_KEYS)
     data = base_spec(model="some/unknown-model", method="rome", layers=[6], seed=7, hparams=hparams)

@@ -46,6 +46,9 @@ class RomeHParams:
     mom2_n_tokens: int = 100_000
     mom2_dtype: str = "float32"
     corpus: str | None = None
+    #: where the MLP output is normalised before the residual add, give v* the norm of W k*
+    #: (see :func:`match_output_scale`); False keeps the optimised v* as it is
+    rescale_normed_value: bool = True
 
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, Any] | None) -> RomeHParams:
@@ -242,6 +245,27 @@ def rank_one_delta(
     return delta, norms
 
 
+@torch.no_grad()
+def match_output_scale(
+    lm: LoadedModel, layer: int, k_star: torch.Tensor, v_star: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """v* [d_out] rescaled to the norm of the current output W k* (``k_star`` [d_in]).
+
+    Where the MLP output is normalised before it joins the residual stream (Gemma 2/3,
+    OLMo 2), the layer sees only the direction of W's output: v* and c·v* (c > 0) are the
+    same target at the edited token. The v* optimisation cannot feel the size of δ there,
+    so δ grows until the clamp stops it (about 4 ‖v‖), and every other key k receives its
+    share uᵀk / uᵀk* of that needlessly large v* − W k*. The representative with the current
+    output's norm behaves identically at k* and moves other keys several times less.
+    Returns the rescaled v* and the factor ‖v*‖ / ‖W k*‖ it was divided by.
+    """
+    module = lm.arch.down_proj(layer)
+    weight = module.weight
+    current = module(k_star.to(weight.device, weight.dtype)[None]).float()[0]
+    factor = float(v_star.norm() / current.norm())
+    return v_star / factor, factor
+
+
 def compute_rome(
     lm: LoadedModel,
     request: EditRequest,
@@ -253,6 +277,8 @@ def compute_rome(
     """The full ROME update for one request at ``layer``; the model is left unchanged."""
     k_star = compute_key(lm, request, layer, templates)
     v_star, log = compute_value(lm, request, layer, templates, hp)
+    if hp.rescale_normed_value and lm.arch.mlp_output_is_normed():
+        v_star, log["v_rescaled_by"] = match_output_scale(lm, layer, k_star, v_star)
     delta, norms = rank_one_delta(lm, layer, C, k_star, v_star)
     delta.meta = {
         "method": "rome",
@@ -262,5 +288,6 @@ def compute_rome(
         **norms,
         "v_steps": log["steps"],
         "final_nll": log["nll"][-1] if log["nll"] else None,
+        "v_rescaled_by": log.get("v_rescaled_by", 1.0),
     }
     return RomeResult(delta=delta, k_star=k_star, v_star=v_star, log={**log, **norms})

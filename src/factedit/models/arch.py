@@ -11,7 +11,7 @@ edit spec under ``architecture:`` (keys: see :data:`ARCH_KEYS`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -24,7 +24,10 @@ class ArchPaths:
     """Dotted module paths for one model family.
 
     ``layers``, ``embed``, ``final_norm`` and ``lm_head`` are relative to the model root;
-    ``mlp``, ``down_proj`` and ``attn`` are relative to one decoder layer.
+    ``mlp``, ``down_proj``, ``attn`` and ``mlp_out_norm`` are relative to one decoder layer.
+    ``mlp_out_norm`` names a norm applied to the MLP's output before it joins the residual
+    stream (Gemma 2/3 and OLMo 2's ``post_feedforward_layernorm``); None where the output is
+    added as it is.
     """
 
     layers: str
@@ -34,6 +37,7 @@ class ArchPaths:
     embed: str
     final_norm: str
     lm_head: str
+    mlp_out_norm: str | None = None
 
 
 _LLAMA_LIKE = ArchPaths(
@@ -74,23 +78,18 @@ ARCHITECTURES: dict[str, ArchPaths] = {
         final_norm="gpt_neox.final_layer_norm",
         lm_head="lm_head",
     ),
+    **{name: _LLAMA_LIKE for name in ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3")},
     **{
-        name: _LLAMA_LIKE
-        for name in (
-            "llama",
-            "mistral",
-            "qwen2",
-            "qwen3",
-            "gemma",
-            "gemma2",
-            "gemma3_text",
-            "olmo2",
-            "phi3",
-        )
+        name: replace(_LLAMA_LIKE, mlp_out_norm="post_feedforward_layernorm")
+        for name in ("gemma2", "gemma3_text", "olmo2")
     },
 }
 
 ARCH_KEYS: tuple[str, ...] = tuple(f.name for f in fields(ArchPaths))
+#: The keys a hand-written ``architecture:`` map must give for an unknown model type.
+REQUIRED_ARCH_KEYS: tuple[str, ...] = tuple(
+    f.name for f in fields(ArchPaths) if f.default is MISSING
+)
 
 
 def _is_conv1d(module: nn.Module) -> bool:
@@ -159,6 +158,12 @@ class Architecture:
     def down_proj_weight(self, layer: int) -> torch.nn.Parameter:
         return self.down_proj(layer).weight
 
+    def mlp_output_is_normed(self) -> bool:
+        """True when the MLP output is normalised before the residual add (``mlp_out_norm``):
+        the layer then sees only the direction of the down-projection's output, not its size.
+        """
+        return self.paths.mlp_out_norm is not None
+
     def weight_is_in_out(self, layer: int) -> bool:
         """True when the edited weight is stored [in, out] (GPT-2 Conv1D), else [out, in]."""
         return _is_conv1d(self.down_proj(layer))
@@ -189,14 +194,15 @@ def resolve_architecture(
             f"unknown architecture keys {unknown}; valid keys: {', '.join(ARCH_KEYS)}"
         )
     if base is None:
-        missing = [k for k in ARCH_KEYS if k not in overrides]
+        missing = [k for k in REQUIRED_ARCH_KEYS if k not in overrides]
         if missing:
             known = ", ".join(sorted(ARCHITECTURES))
             raise UnsupportedArchitectureError(
                 f'model_type "{model_type}" is not supported (supported: {known}); map it by '
                 f"hand in the edit spec under 'architecture:' with the keys "
-                f"{', '.join(ARCH_KEYS)} (dotted module paths, e.g. layers: model.layers, "
-                "down_proj: mlp.down_proj)"
+                f"{', '.join(REQUIRED_ARCH_KEYS)} (dotted module paths, e.g. layers: "
+                "model.layers, down_proj: mlp.down_proj; optional: mlp_out_norm, a norm on "
+                "the MLP output before the residual add)"
             )
         paths = ArchPaths(**overrides)
     else:
@@ -208,5 +214,14 @@ def resolve_architecture(
             raise UnsupportedArchitectureError(
                 f'model_type "{model_type}": module "{getattr(paths, attr)}" ({attr}) not found '
                 "in the model; fix it under 'architecture:' in the edit spec"
+            ) from exc
+    if paths.mlp_out_norm is not None:
+        norm = f"{paths.layers}.0.{paths.mlp_out_norm}"
+        try:
+            model.get_submodule(norm)
+        except AttributeError as exc:
+            raise UnsupportedArchitectureError(
+                f'model_type "{model_type}": module "{norm}" (mlp_out_norm) not found in the '
+                "model; fix it under 'architecture:' in the edit spec"
             ) from exc
     return Architecture(model, paths, model_type)
