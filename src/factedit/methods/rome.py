@@ -228,7 +228,7 @@ def rank_one_delta(
     k64 = k_star.double().to(C.device)
     u = torch.linalg.solve(C.double(), k64)
     denom = torch.dot(u, k64)
-    current = module(k_star.to(weight.device, weight.dtype)[None]).float()[0]
+    current = _output_for(module, k_star)
     residual = (v_star.to(current.device) - current).double() / denom
     u32, r32 = u.float().to(weight.device), residual.float().to(weight.device)
     if lm.arch.weight_is_in_out(layer):  # Conv1D: W is [in, out], ΔW = u rᵀ
@@ -259,11 +259,14 @@ def match_output_scale(
     output's norm behaves identically at k* and moves other keys several times less.
     Returns the rescaled v* and the factor ‖v*‖ / ‖W k*‖ it was divided by.
     """
-    module = lm.arch.down_proj(layer)
-    weight = module.weight
-    current = module(k_star.to(weight.device, weight.dtype)[None]).float()[0]
-    factor = float(v_star.norm() / current.norm())
+    factor = float(v_star.norm() / _output_for(lm.arch.down_proj(layer), k_star).norm())
     return v_star / factor, factor
+
+
+def _output_for(module: torch.nn.Module, key: torch.Tensor) -> torch.Tensor:
+    """W key [d_out], float32, for ``key`` [d_in] (in the module's own dtype and device)."""
+    weight = module.weight
+    return module(key.to(weight.device, weight.dtype)[None]).float()[0]
 
 
 def compute_rome(
