@@ -4,10 +4,13 @@
     python scripts/rome_diagnostics.py values  --model gemma-3-270m --layer 4 --v-lr 0.06
     python scripts/rome_diagnostics.py leakage --model gemma-3-270m --layer 2 --records 3,6
     python scripts/rome_diagnostics.py profile --model smollm2-135m --layer 4
+    python scripts/rome_diagnostics.py positions --model smollm2-135m --layer 4 --records 20
 
-``values``: ‖δ‖ / ‖v‖ of the optimised value, its steps and NLL curve. ``leakage``: for each
-neighbourhood prompt, the share of the update each token's key picks up, uᵀk / uᵀk*.
-``profile``: torch.profiler table (grouped by input shape) of two v*-steps.
+``values``: ‖δ‖ / ‖v‖ of the optimised value, its steps and NLL curve, and ‖v*‖ / ‖W k*‖ (the
+factor a post-MLP norm lets ROME divide v* by). ``leakage``: for each neighbourhood prompt,
+the share of the update each token's key picks up, uᵀk / uᵀk*. ``profile``: torch.profiler
+table (grouped by input shape) of two v*-steps. ``positions``: positions per v*-step of the
+padded batch, whole rows against the cached-prefix suffixes.
 """
 
 from __future__ import annotations
@@ -20,9 +23,16 @@ import torch
 
 from factedit.editing import Editor
 from factedit.hooks import Trace
-from factedit.methods.rome import RomeHParams, compute_key, compute_value
+from factedit.methods.rome import (
+    RomeHParams,
+    compute_key,
+    compute_value,
+    located_rewrites,
+    match_output_scale,
+)
 from factedit.models import load_model
 from factedit.spec import load_spec
+from factedit.tokens import target_token_ids
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -33,11 +43,37 @@ def _records(text: str) -> list[int]:
 
 
 def values(editor: Editor, requests, hp: RomeHParams) -> None:
+    lm, layer = editor.lm, editor.layer
     for r in requests:
-        _, log = compute_value(editor.lm, r, editor.layer, editor.templates(), hp)
+        v_star, log = compute_value(lm, r, layer, editor.templates(), hp)
+        k_star = compute_key(lm, r, layer, editor.templates())
+        _, v_over_wk = match_output_scale(lm, layer, k_star, v_star)
         ratio = log["delta_norm"] / log["v_orig_norm"]
         nll = [round(x, 2) for x in log["nll"]]
-        print(json.dumps({"subject": r.subject, "delta_over_v": round(ratio, 2), "nll": nll}))
+        row = {"subject": r.subject, "delta_over_v": round(ratio, 2)}
+        print(json.dumps({**row, "v_star_over_wk": round(v_over_wk, 2), "nll": nll}))
+
+
+def positions(editor: Editor, requests) -> None:
+    """Positions one v*-step computes (rewriting rows, padded): whole rows vs suffixes."""
+    whole = suffix = 0
+    for r in requests:
+        target = target_token_ids(editor.lm.tokenizer, r.target_new)
+        rows = located_rewrites(editor.lm, r, editor.templates())
+        lengths = [len(p.input_ids) + len(target) - 1 for p in rows]
+        whole += max(lengths) * len(rows)
+        pairs = zip(lengths, rows, strict=True)
+        suffix += max(n - p.last_subject_index for n, p in pairs) * len(rows)
+    print(
+        json.dumps(
+            {
+                "records": len(requests),
+                "whole_rows": whole,
+                "suffixes": suffix,
+                "ratio": round(whole / suffix, 2),
+            }
+        )
+    )
 
 
 @torch.no_grad()
@@ -70,7 +106,7 @@ def profile(editor: Editor, request, hp: RomeHParams) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["values", "leakage", "profile"])
+    parser.add_argument("what", choices=["values", "leakage", "profile", "positions"])
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--layer", type=int, required=True)
     parser.add_argument("--records", default="8")
@@ -88,6 +124,8 @@ def main() -> None:
         values(editor, requests, editor.hparams)
     elif args.what == "leakage":
         leakage(editor, requests)
+    elif args.what == "positions":
+        positions(editor, requests)
     else:
         profile(editor, requests[0], editor.hparams)
 

@@ -168,3 +168,11 @@ def test_remote_code_is_off_unless_asked_and_the_hub_is_announced(tmp_path, monk
         load_model("someone/some-model", device="cpu")
     assert seen == [False, True, False]
     assert "from the Hugging Face hub (network)" in capsys.readouterr().err
+
+
+def test_spec_accepts_exactly_the_architecture_map_keys():
+    """spec.py keeps its own copy of the keys (no torch import to validate a spec)."""
+    from factedit.models.arch import ARCH_KEYS as MAP_KEYS
+    from factedit.spec import ARCH_KEYS as SPEC_KEYS
+
+    assert SPEC_KEYS == MAP_KEYS

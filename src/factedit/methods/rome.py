@@ -75,9 +75,10 @@ def _rewrite_prompts(request: EditRequest, templates: Sequence[str]) -> list[tup
     return out
 
 
-def _located(
+def located_rewrites(
     lm: LoadedModel, request: EditRequest, templates: Sequence[str]
 ) -> list[SubjectPrompt]:
+    """Every context template around the edit prompt, tokenised, with its subject span."""
     tok = lm.tokenizer
     return [
         locate_subject(tok, text, request.subject, template=tmpl)
@@ -90,7 +91,7 @@ def compute_key(
     lm: LoadedModel, request: EditRequest, layer: int, templates: Sequence[str]
 ) -> torch.Tensor:
     """k*: the down-projection's input at the last subject token, template-averaged [d_in]."""
-    prompts = _located(lm, request, templates)
+    prompts = located_rewrites(lm, request, templates)
     ids, mask = pad_right([p.input_ids for p in prompts], lm.tokenizer.pad_token_id, lm.device)
     with Trace(
         lm.model, lm.arch.down_proj_name(layer), retain_input=True, retain_output=False, stop=True
@@ -124,7 +125,7 @@ def compute_value(
     """
     tok, device = lm.tokenizer, lm.device
     target = target_token_ids(tok, request.target_new)
-    prompts = _located(lm, request, templates)
+    prompts = located_rewrites(lm, request, templates)
     kl = locate_subject(
         tok, KL_TEMPLATE.replace("{}", request.subject), request.subject, template=KL_TEMPLATE
     )
