@@ -122,6 +122,12 @@ def test_facts_aggregate_writes_outputs_and_caches(app, model, tmp_path, monkeyp
     assert (out / "aggregate.png").is_file() and (out / "aggregate.svg").is_file()
     assert list((tmp_path / "home" / "traces").glob("*.json"))
     assert "recommended edit layer" in res.stdout
+    assert [p.name for p in (out / "facts").iterdir()] == ["fact-000.json"]
+    assert data["settings"]["resumed"] == 0
+    rerun = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert rerun.exit_code == 0, rerun.output
+    again = json.loads((out / "aggregate.json").read_text())
+    assert again["settings"]["resumed"] == 1 and again["effects"] == data["effects"]
 
 
 @pytest.mark.parametrize("name", ["trace.png", "trace.json", "extra.json"])

@@ -16,6 +16,7 @@ from rich.console import Console
 from factedit.editing import resolve_layers
 from factedit.errors import FactEditError, SpecError
 from factedit.tokens import target_token_ids
+from factedit.trace import aggregate as aggregate_module
 from factedit.trace import aggregate_trace, recommend_layer, save_aggregate, trace_fact
 from factedit.trace.aggregate import GROUPS, KnownFact, load_known_facts, token_groups
 from factedit.trace.noise import embedding_std, noise_std, parse_noise, sample_noise
@@ -164,6 +165,41 @@ def test_aggregate_limit_stops_scanning(tiny):
     facts = own_facts(lm, 1) * 3
     agg = aggregate_trace(lm, facts, limit=1, samples=1, window=2, kinds=("mlp",))
     assert agg.scanned == 1 and len(agg.facts) == 1
+
+
+def test_aggregate_resumes_from_its_checkpoints_only_when_settings_match(
+    tiny, tmp_path, monkeypatch
+):
+    lm = tiny("llama")
+    facts = own_facts(lm, 2)
+    ckpt = tmp_path / "facts"
+    first = aggregate_trace(lm, facts, samples=2, window=2, checkpoint_dir=ckpt)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["fact-000.json", "fact-001.json"]
+    assert first.settings["resumed"] == 0
+    # an interrupted run: fact 1 never finished, its file is gone
+    (ckpt / "fact-001.json").unlink()
+    traced: list[str] = []
+    real_trace_fact = aggregate_module.trace_fact
+
+    def counting_trace_fact(lm, prompt, subject, **kw):
+        traced.append(prompt)
+        return real_trace_fact(lm, prompt, subject, **kw)
+
+    monkeypatch.setattr(aggregate_module, "trace_fact", counting_trace_fact)
+    again = aggregate_trace(lm, facts, samples=2, window=2, checkpoint_dir=ckpt)
+    assert traced == [facts[1].prompt] and again.settings["resumed"] == 1
+    for kind in first.effects:
+        np.testing.assert_array_equal(again.effects[kind], first.effects[kind])
+    # another seed must not reuse the saved traces
+    traced.clear()
+    other = aggregate_trace(lm, facts, samples=2, window=2, seed=7, checkpoint_dir=ckpt)
+    assert traced == [f.prompt for f in facts] and other.settings["resumed"] == 0
+    assert json.loads((ckpt / "fact-000.json").read_text())["settings"]["seed"] == 7
+    # a damaged file is traced again, not an error
+    (ckpt / "fact-000.json").write_text("{not json")
+    traced.clear()
+    aggregate_trace(lm, facts, samples=2, window=2, seed=7, checkpoint_dir=ckpt)
+    assert traced == [facts[0].prompt]
 
 
 def test_aggregate_with_no_known_fact_is_an_error(tiny):

@@ -143,7 +143,9 @@ def trace_command(
     facts: Annotated[
         Path | None,
         typer.Option(
-            "--facts", help="Known-facts JSON: average over the facts the model predicts."
+            "--facts",
+            help="Known-facts JSON: average over the facts the model predicts. Each fact's "
+            "trace is kept in OUT/facts/, and a rerun with the same settings resumes from it.",
         ),
     ] = None,
     limit: Annotated[
@@ -182,8 +184,16 @@ def trace_command(
             info(f"traced {i + 1}/{n}: {result.prompt!r} -> {result.answer.strip()!r}")
 
         agg = aggregate_trace(
-            lm, known, limit=limit, engine_name=engine, on_fact=progress_line, **settings
+            lm,
+            known,
+            limit=limit,
+            engine_name=engine,
+            on_fact=progress_line,
+            checkpoint_dir=out / "facts",
+            **settings,
         )
+        if agg.settings["resumed"]:
+            info(f"{agg.settings['resumed']} of those facts were read back from {out / 'facts'}")
         info(
             f"the model predicts {len(agg.facts)} of the {agg.scanned} facts scanned; "
             f"averaged over those {len(agg.facts)}"

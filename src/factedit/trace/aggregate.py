@@ -10,6 +10,10 @@ the fact's ``attribute``. Token groups: first / middle / last subject token, fir
 subsequent token, further tokens, last token (a group a fact lacks — e.g. the middle of a
 two-token subject — is left out of that group's average; ``counts`` says how many facts
 each group averages).
+
+A long run can be resumed: with ``checkpoint_dir`` each fact's trace is written there
+(``fact-NNN.json``, atomically) as soon as it is done, and a later run with the same model,
+facts and settings reads it back instead of tracing that fact again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 
 from factedit.errors import FactEditError, SpecError, SubjectNotFoundError
 from factedit.models.loading import LoadedModel
+from factedit.paths import atomic_write_text
 from factedit.tokens import SubjectPrompt, locate_subject, target_token_ids
 from factedit.trace.fact import check_settings, trace_fact, trace_settings
 from factedit.trace.noise import DEFAULT_NOISE, noise_std, parse_noise
@@ -215,11 +220,14 @@ def aggregate_trace(
     seed: int = 0,
     engine_name: str = "fast",
     on_fact: Callable[[int, int, TraceResult], None] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> AggregateResult:
     """Trace the known facts the model predicts (at most ``limit``) and average the effects.
 
     The noise std is measured once, over the subject tokens of all kept facts (as in the
     reference); fact ``i`` uses seed ``seed + i``. ``on_fact(i, n, result)`` reports progress.
+    With ``checkpoint_dir``, finished facts are saved there and reused by a rerun with the
+    same settings (``settings["resumed"]`` counts them).
     """
     kinds = tuple(kinds)
     check_settings(kinds, samples, window, engine_name)
@@ -232,18 +240,27 @@ def aggregate_trace(
     ]
     std = noise_std(lm, noise, subject_ids)
     traces = []
+    resumed = 0
     for i, (fact, _) in enumerate(kept):
-        result = trace_fact(
-            lm,
-            fact.prompt,
-            fact.subject,
-            kinds=kinds,
-            samples=samples,
-            noise=std,
-            window=window,
-            seed=seed + i,
-            engine_name=engine_name,
-        )
+        path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fact-{i:03d}.json"
+        expected = trace_settings(lm, kinds, samples, std, std, window, seed + i, engine_name)
+        result = None if path is None else read_checkpoint(path, fact, expected)
+        if result is not None:
+            resumed += 1
+        else:
+            result = trace_fact(
+                lm,
+                fact.prompt,
+                fact.subject,
+                kinds=kinds,
+                samples=samples,
+                noise=std,
+                window=window,
+                seed=seed + i,
+                engine_name=engine_name,
+            )
+            if path is not None:
+                atomic_write_text(path, json.dumps(result.to_json()))
         traces.append(result)
         if on_fact is not None:
             on_fact(i, len(kept), result)
@@ -252,5 +269,21 @@ def aggregate_trace(
         **trace_settings(lm, kinds, samples, noise, std, window, seed, engine_name),
         "limit": limit,
         "known_rule": "first token of the greedy answer == first token of the attribute",
+        "resumed": resumed,
     }
     return AggregateResult(traces, scanned, effects, counts, settings)
+
+
+def read_checkpoint(path: Path, fact: KnownFact, expected: dict[str, Any]) -> TraceResult | None:
+    """The trace saved at ``path`` if it is ``fact`` traced with ``expected`` settings, else None.
+
+    A missing, unreadable or mismatching file (another model, seed, noise, kinds, ...) is not
+    an error: that fact is traced again and the file replaced.
+    """
+    try:
+        result = TraceResult.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    same_fact = (result.prompt, result.subject) == (fact.prompt, fact.subject)
+    same_settings = all(result.settings.get(k) == v for k, v in expected.items())
+    return result if same_fact and same_settings else None
