@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,7 @@ def atomic_file(path: str | Path, mode: str = "wb") -> Iterator:
                 yield fh
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, _final_mode(path, 0o666))
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -90,10 +92,22 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         try:
             yield tmp
+            os.chmod(tmp, _final_mode(path, 0o777))
             _swap_in(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def _final_mode(path: Path, default: int) -> int:
+    """The permissions an output at ``path`` gets: those of the file it replaces, else
+    ``default`` less the umask (as ``open`` would give). ``mkstemp`` / ``mkdtemp`` create
+    their temporaries owner-only (0600 / 0700), which must not leak into the outputs."""
+    with contextlib.suppress(FileNotFoundError):
+        return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return default & ~umask
 
 
 def _swap_in(tmp: Path, path: Path) -> None:

@@ -92,3 +92,20 @@ def test_ctrl_c_while_building_a_directory_leaves_nothing(tmp_path, leftovers):
         raise KeyboardInterrupt
     assert not (tmp_path / "model").exists()
     assert leftovers(tmp_path) == []
+
+
+def test_outputs_get_the_usual_permissions_not_the_temporarys(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "report.json", "{}")
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "config.json").write_text("{}")
+        kept = tmp_path / "shared.json"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        atomic_write_text(kept, "new")
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+    assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "new"
