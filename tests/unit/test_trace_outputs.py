@@ -23,6 +23,7 @@ from factedit.trace.noise import embedding_std, noise_std, parse_noise, sample_n
 from factedit.trace.recommend import aggregate_cache_path
 from factedit.trace.render import (
     aggregate_figure,
+    layer_ticks,
     terminal_aggregate,
     terminal_heatmap,
     trace_figure,
@@ -275,3 +276,12 @@ def test_layers_auto_prefers_the_presets_recorded_layer_over_a_cached_trace(
     layers, why = resolve_layers(lm, "auto", [])
     assert layers == (1,) and "preset's recorded edit layer" in why
     assert resolve_layers(lm, [2], [])[0] == (2,)
+
+
+@pytest.mark.parametrize(
+    ("num_layers", "ticks"),
+    [(4, [0, 1, 2, 3]), (18, [0, 2, 4, 6, 8, 10, 12, 14, 16]), (30, [0, 5, 10, 15, 20, 25])],
+)
+def test_layer_ticks_stay_readable_at_any_depth(num_layers, ticks):
+    assert list(layer_ticks(num_layers)) == ticks
+    assert len(layer_ticks(48)) <= 9 and len(layer_ticks(80)) <= 9

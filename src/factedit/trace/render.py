@@ -47,6 +47,13 @@ def _axis_title(kind: str, window: int) -> str:
     return f"center of {window} restored {'MLP' if kind == 'mlp' else 'attention'} layers"
 
 
+def layer_ticks(num_layers: int) -> range:
+    """Ticks at a round step (1, 2, 5, 10, ...), at most 9 of them: readable at any depth."""
+    steps = (1, 2, 5, 10, 20, 50, 100)
+    step = next((s for s in steps if -(-num_layers // s) <= 9), -(-num_layers // 9))
+    return range(0, num_layers, step)
+
+
 def trace_figure(result: TraceResult) -> Figure:
     """Three panels (one per kind) like the ROME paper's causal-trace figure."""
     kinds = list(result.grids)
@@ -65,7 +72,7 @@ def trace_figure(result: TraceResult) -> Figure:
                 interpolation="nearest",
             )
             ax.set_yticks(range(n_tokens), labels)
-            ax.set_xticks(range(0, n_layers, max(1, n_layers // 9)))
+            ax.set_xticks(layer_ticks(n_layers))
             ax.set_xlabel(_axis_title(kind, window))
             ax.set_title(f"restoring the {SITE_NAMES.get(kind, kind)}")
             fig.colorbar(im, ax=ax, shrink=0.85).set_label(f"p({result.answer.strip()})")
@@ -98,7 +105,7 @@ def aggregate_figure(agg: AggregateResult) -> Figure:
             ax.set_yticks(
                 range(len(GROUPS)), [f"{g} ({c})" for g, c in zip(GROUPS, agg.counts, strict=True)]
             )
-            ax.set_xticks(range(0, n_layers, max(1, n_layers // 9)))
+            ax.set_xticks(layer_ticks(n_layers))
             ax.set_xlabel(_axis_title(kind, window))
             ax.set_title(f"avg. indirect effect, {SITE_NAMES.get(kind, kind)}")
             fig.colorbar(im, ax=ax, shrink=0.85)
