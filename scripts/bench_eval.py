@@ -35,6 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "counterfact-dev.json"
+WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2-raw-test.txt"
 
 
 def _items(lm, request):
@@ -110,7 +111,7 @@ def bench_full(lm, requests, layer: int) -> dict:
     from factedit.editing import Editor
     from factedit.evaluate.scoring import score_continuations, score_unbatched
 
-    editor = Editor(lm, layers=(layer,))
+    editor = Editor(lm, layers=(layer,), corpus=[WIKITEXT])
     editor.compute(requests[0])  # warm: statistics and context templates are cached per model
 
     def naive(lm_, items, batch_size=None):

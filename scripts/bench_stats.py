@@ -31,6 +31,9 @@ from pathlib import Path
 METHODS = ("early_stop", "naive", "naive_no_logits")
 
 
+WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2-raw-test.txt"
+
+
 def full_pass_keys(logits: bool):
     """A ``keys_fn`` that runs every layer (no early stop), with or without the LM-head logits
     over all positions (a plain ``model(input_ids)`` computes them all)."""
@@ -61,7 +64,7 @@ def run_child(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     lm = load_model(args.child_model, device=args.device)
     layer = lm.default_layer if lm.default_layer is not None else lm.arch.num_layers // 2
-    paths = resolve_corpus(args.corpus)
+    paths = resolve_corpus(args.corpus or [str(WIKITEXT)])
     method, n_tokens = args.child_method, args.child_tokens
 
     def naive() -> torch.Tensor:
@@ -150,7 +153,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--corpus", action="append")
+    p.add_argument(
+        "--corpus",
+        action="append",
+        help="corpus file(s) (default: the WikiText-2 test split in ../shared/data)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path)
     p.add_argument("--child-model", help=argparse.SUPPRESS)

@@ -155,7 +155,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text(TEXT)
-        tokenizer = byte_bpe_tokenizer(None)
+        tokenizer = byte_bpe_tokenizer()
         report = {
             "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

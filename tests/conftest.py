@@ -1,5 +1,9 @@
 """Shared fixtures: data paths, offline tokenizers, tiny random models, real models.
 
+Benchmark data (``data_file(name)``, ``wikitext_path``) comes from ``$FACTEDIT_DATA`` or
+``<repo>/../shared/data``; a test that needs a missing file is skipped with one line naming it.
+The tiny tokenizers and the ``corpus_path`` statistics corpus are synthetic and need no data.
+
 Real models (marker ``real``) load through the normal preset path into a persistent test
 cache (``$FACTEDIT_TEST_HOME``, default ``<repo>/.test-home``) so they are fetched and
 dequantised once per machine; everything else runs offline in seconds.
@@ -15,7 +19,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+#: Where the benchmark data (CounterFact, zsRE, known facts, WikiText-2) is looked for unless
+#: ``$FACTEDIT_DATA`` names another folder: ``../shared/data`` beside the repository.
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+DATA_ENV = "FACTEDIT_DATA"
+#: Articles in the synthetic statistics corpus (about 120,000 characters, 40,000 tokens).
+CORPUS_ARTICLES = 100
 TEST_HOME = Path(os.environ.get("FACTEDIT_TEST_HOME", REPO / ".test-home"))
 os.environ["FACTEDIT_HOME"] = str(TEST_HOME)
 os.environ.setdefault("FACTEDIT_QUIET", "1")
@@ -23,30 +32,62 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    if not DATA.is_dir():
-        pytest.skip(f"benchmark data not found at {DATA}")
-    return DATA
+def data_root() -> Path:
+    """The benchmark data folder: ``$FACTEDIT_DATA`` when set, else :data:`DEFAULT_DATA`."""
+    value = os.environ.get(DATA_ENV)
+    return Path(value).expanduser() if value else DEFAULT_DATA
+
+
+def data_path(name: str) -> Path:
+    """The benchmark file ``name`` in :func:`data_root`; skips the calling test (or fixture)
+    with one line naming the missing file and how to provide it."""
+    path = data_root() / name
+    if not path.is_file():
+        pytest.skip(
+            f"benchmark data not found: {path} (set {DATA_ENV} to the folder holding it; "
+            'see README "Tests")'
+        )
+    return path
 
 
 @pytest.fixture(scope="session")
-def corpus_path(data_dir: Path) -> Path:
-    return data_dir / "wikitext-2-raw-test.txt"
+def data_file():
+    """``data_file("counterfact-dev.json")``: that benchmark file's path (see
+    :func:`data_path`), or the test is skipped. Call it from a fixture: pytest then reports
+    the skip at the test, not at this file."""
+    return data_path
+
+
+@pytest.fixture(scope="session")
+def wikitext_path() -> Path:
+    """The real WikiText-2 test split (benchmark data): statistics for the real models."""
+    return data_path("wikitext-2-raw-test.txt")
+
+
+@pytest.fixture(scope="session")
+def corpus_path(tmp_path_factory) -> Path:
+    """A synthetic corpus file in raw WikiText-2 layout (headings, blank-line paragraphs),
+    written once per session from :mod:`factedit.testing.corpus`: no data needed."""
+    from factedit.testing.corpus import write_corpus
+
+    path = tmp_path_factory.mktemp("corpus") / "synthetic-wikitext.txt"
+    return write_corpus(path, CORPUS_ARTICLES, seed=1)
 
 
 @pytest.fixture(scope="session")
 def bpe_tokenizer():
+    """The tiny GPT-2 style byte-level BPE (trained on the packaged synthetic text)."""
     from factedit.testing import byte_bpe_tokenizer
 
-    return byte_bpe_tokenizer(DATA / "wikitext-2-raw-test.txt")
+    return byte_bpe_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def sp_tokenizer():
+    """The tiny Llama/SentencePiece style tokenizer (trained on the packaged synthetic text)."""
     from factedit.testing import sentencepiece_tokenizer
 
-    return sentencepiece_tokenizer(DATA / "wikitext-2-raw-test.txt")
+    return sentencepiece_tokenizer()
 
 
 @pytest.fixture

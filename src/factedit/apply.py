@@ -21,6 +21,7 @@ from factedit.editing import Editor
 from factedit.errors import SpecError
 from factedit.evaluate import RequestMeasurement, generate_text, measure_request, request_metrics
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
+from factedit.evaluate.verdict import Verdict, edit_verdict
 from factedit.models.loading import LoadedModel
 from factedit.paths import atomic_dir
 from factedit.spec import EditRequest, EditSpec
@@ -41,9 +42,15 @@ class EditRecord:
     deltas: list[WeightDelta]
     seconds: float
 
+    @property
+    def verdict(self) -> Verdict:
+        """Rewrite / paraphrases passed and neighbours kept, and the neighbours it changed."""
+        return edit_verdict(self.before, self.after)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "request": self.request.to_dict(),
+            "verdict": self.verdict.to_dict(),
             "metrics": {
                 "before": request_metrics(self.before),
                 "after": request_metrics(self.after),

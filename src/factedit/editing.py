@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 
-from factedit.console import info
 from factedit.delta import WeightDelta
 from factedit.errors import FactEditError, NumericalError
 from factedit.methods.rome import RomeHParams, compute_rome
 from factedit.methods.templates import context_templates
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
-from factedit.stats import second_moment
+from factedit.stats.choice import effective_corpus
+from factedit.stats.moment import second_moment
 
 #: An update with ‖ΔW‖/‖W‖ above this is refused unless explicitly allowed (the signature
 #: of a "disabling edit"); see the README's "what can go wrong".
@@ -49,9 +49,10 @@ class Editor:
         self.lm = lm
         self.method = method
         self.hparams = RomeHParams.from_overrides(hparams)
-        self.corpus = (
-            list(corpus) if corpus else ([self.hparams.corpus] if self.hparams.corpus else None)
-        )
+        self.corpus = effective_corpus(corpus, {"corpus": self.hparams.corpus})
+        #: None lets the statistics pick the corpus kind's default count (fewer tokens for a
+        #: corpus sampled from the model); an explicit hparams.mom2_n_tokens always wins
+        self.n_tokens = self.hparams.mom2_n_tokens if "mom2_n_tokens" in (hparams or {}) else None
         self.seed = seed
         self.allow_large_updates = allow_large_updates
         self.layers, self.layer_reason = resolve_layers(lm, layers, requests)
@@ -61,6 +62,7 @@ class Editor:
                 "(several layers is MEMIT, not supported yet)"
             )
         self._templates: list[str] | None = None
+        self._statistics: dict[int, torch.Tensor] = {}
 
     @property
     def layer(self) -> int:
@@ -78,11 +80,21 @@ class Editor:
         return self._templates
 
     def statistics(self, layer: int) -> torch.Tensor:
-        """C = E[k kᵀ] for ``layer`` (cached on disk per model, layer and corpus)."""
-        hp = self.hparams
-        return second_moment(
-            self.lm, layer, corpus=self.corpus, n_tokens=hp.mom2_n_tokens, dtype=hp.mom2_dtype
-        )
+        """C = E[k kᵀ] for ``layer`` (cached on disk per model, layer and corpus).
+
+        The corpus: ``corpus`` / ``hparams.corpus`` (files or ``"model"``), else the fallback
+        order of :func:`factedit.stats.choice.choose_corpus`, decided once per editor (the
+        corpus is not looked for again at every edit).
+        """
+        if layer not in self._statistics:
+            self._statistics[layer] = second_moment(
+                self.lm,
+                layer,
+                corpus=self.corpus,
+                n_tokens=self.n_tokens,
+                dtype=self.hparams.mom2_dtype,
+            )
+        return self._statistics[layer]
 
     def compute(self, request: EditRequest) -> list[WeightDelta]:
         """Deltas realising ``request`` on the model as it is now (the model is not changed)."""
@@ -121,13 +133,13 @@ def resolve_layers(
 
     if lm.default_layer is not None:
         layer = lm.default_layer
+        owner = f" by preset {lm.preset}" if lm.preset else ""
         reason = (
-            f"layers: auto -> layer {layer}, the preset's recorded edit layer (among the layers "
-            "where causal tracing finds the MLP effect at the last subject token within 15% of "
-            "its peak, the one whose keys leak least into other subjects)"
+            f"layers: auto -> layer {layer}, recorded for these weights{owner} (among the "
+            "layers where causal tracing finds the MLP effect at the last subject token within "
+            "15% of its peak, the one whose keys leak least into other subjects)"
         )
     else:
         layer, reason = recommend_layer(lm, requests)
         reason = f"layers: auto -> {reason}"
-    info(reason)
     return (layer,), reason

@@ -7,6 +7,7 @@ turned into exit code 2 (usage or input error). Anything else is a bug.
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 
 
 class FactEditError(Exception):
@@ -16,7 +17,26 @@ class FactEditError(Exception):
 
 
 class SpecError(FactEditError):
-    """An edit spec or benchmark file is malformed (names file, edit and field)."""
+    """An edit spec or benchmark file is malformed (names file, edit and field).
+
+    ``problems`` holds one line per problem: validation reports every independent problem in
+    a file at once (:meth:`collect`), the message then starts with ``FILE: N problems``.
+    """
+
+    def __init__(self, message: str, *, problems: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) if problems else (message,)
+
+    @classmethod
+    def collect(cls, file: str, problems: Sequence[str]) -> SpecError:
+        """One error for all ``problems`` of ``file``: ``FILE: N problems`` and one line each.
+
+        A single problem keeps its own one-line message.
+        """
+        if len(problems) == 1:
+            return cls(problems[0])
+        lines = "\n".join(problems)
+        return cls(f"{file}: {len(problems)} problems\n{lines}", problems=problems)
 
 
 class ModelLoadError(FactEditError):

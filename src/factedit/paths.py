@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,20 +85,83 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     An existing ``path`` is replaced only with ``overwrite`` (and only after success). On any
     failure the temporary directory is removed, a previous ``path`` is left (or put back) as
     it was, and an ``OSError`` becomes :class:`OutputWriteError` naming ``path``.
+
+    Ctrl-C (SIGINT) and SIGTERM mean stop at every moment: while the block writes, they raise
+    :class:`KeyboardInterrupt` as usual, and one that a library inside the block swallowed is
+    still seen before the rename; one that arrives during the rename undoes it.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
-    with reported_as(path):
+    with reported_as(path), watched_interrupts() as interrupts:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         try:
             yield tmp
+            interrupts.check()
             os.chmod(tmp, _final_mode(path, 0o777))
-            _swap_in(tmp, path)
+            _commit(tmp, path, interrupts)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+class Interrupts:
+    """SIGINT / SIGTERM seen since a point in time (see :func:`watched_interrupts`)."""
+
+    received = 0  # signals seen by any watcher in this process (class-wide counter)
+
+    def __init__(self) -> None:
+        self.start = Interrupts.received
+        self.deferred = False
+
+    def handler(self, _signum: int, _frame: object) -> None:
+        Interrupts.received += 1
+        if not self.deferred:
+            raise KeyboardInterrupt
+
+    @property
+    def seen(self) -> bool:
+        return Interrupts.received > self.start
+
+    def check(self) -> None:
+        """Raise :class:`KeyboardInterrupt` if a signal came, even one swallowed since."""
+        if self.seen:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def watched_interrupts() -> Iterator[Interrupts]:
+    """Count SIGINT and SIGTERM (both raising :class:`KeyboardInterrupt`) inside the block.
+
+    Off the main thread no handler can be installed and nothing is counted.
+    """
+    watcher = Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        yield watcher
+        return
+    previous = {sig: signal.signal(sig, watcher.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield watcher
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _commit(tmp: Path, path: Path, interrupts: Interrupts) -> None:
+    """Rename ``tmp`` to ``path`` with signals held; one that came meanwhile undoes it."""
+    interrupts.deferred = True
+    try:
+        old = _swap_in(tmp, path)
+        if interrupts.seen:
+            os.replace(path, tmp)
+            if old is not None:
+                os.replace(old, path)
+            raise KeyboardInterrupt
+    finally:
+        interrupts.deferred = False
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _final_mode(path: Path, default: int) -> int:
@@ -110,11 +175,12 @@ def _final_mode(path: Path, default: int) -> int:
     return default & ~umask
 
 
-def _swap_in(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` to ``path``; an existing ``path`` is put back if that fails."""
+def _swap_in(tmp: Path, path: Path) -> Path | None:
+    """Rename ``tmp`` to ``path``; an existing ``path`` is moved aside first and put back if
+    the rename fails. Returns where the previous ``path`` now is (None if there was none)."""
     if not path.exists():
         os.replace(tmp, path)
-        return
+        return None
     old = path.with_name(f".{path.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     os.replace(path, old)
@@ -123,4 +189,4 @@ def _swap_in(tmp: Path, path: Path) -> None:
     except BaseException:
         os.replace(old, path)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    return old

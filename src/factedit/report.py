@@ -205,7 +205,8 @@ def report_title(report: Mapping[str, Any]) -> str:
     name = Path(src["path"]).name if src["path"] else "edits"
     method = settings.get("method")
     how = f"{settings['mode']}" + (f", {method}" if method and settings["mode"] != "edited" else "")
-    return f"{report['model']['name']} · {name} · {src['n_edits']} edits · {how}"
+    n = src["n_edits"]
+    return f"{report['model']['name']} · {name} · {n} edit{'' if n == 1 else 's'} · {how}"
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int) -> list[str]:

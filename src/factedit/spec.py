@@ -1,12 +1,19 @@
 """Edit specs: a YAML spec, CounterFact JSON or zsRE JSON -> validated, frozen dataclasses.
 
 Everything here runs before any model is loaded (no torch / transformers imports). Every
-problem is reported as one :class:`~factedit.errors.SpecError` line that names the file, the
-edit (index and subject) and the field or key path, and says what to fix, e.g.::
+problem is reported as one line that names the file, the edit (index and subject) and the
+field or key path, and says what to fix, e.g.::
 
     facts.yaml: edit #2 (subject "Eiffel Tower"), field "target_new": must be a non-empty string
     facts.yaml:4:7: malformed YAML: mapping values are not allowed here
     counterfact.json: record #5 (case_id 123): missing field "requested_rewrite.target_new.str"
+
+Validation goes on after a problem: every edit / record, every field, every unknown key, the
+top-level settings and the duplicate / conflict checks are checked independently, and one
+:class:`~factedit.errors.SpecError` lists them all (``facts.yaml: 3 problems``, then one line
+each; a single problem is its one line). A check that needs a field that already failed is
+skipped. Problems that make the rest unreadable (a missing file, malformed YAML / JSON, a top
+level that is not a mapping or list, an unrecognised record format) are reported at once.
 
 Edit and record indices are 0-based, like the key paths (``edit #2`` is ``edits[2]``) and
 count from the start of the file, also when ``offset`` skips records.
@@ -127,6 +134,16 @@ _YAML_SUFFIXES = (".yaml", ".yml")
 _QUOTE_MAX = 60
 
 FieldNamer = Callable[[str, int | None], str]
+
+
+class _Bad:
+    """The value of a field that failed its checks (its problem is already recorded)."""
+
+    def __repr__(self) -> str:
+        return "<bad>"
+
+
+_BAD: Any = _Bad()
 
 
 # --------------------------------------------------------------------------- data classes
@@ -289,15 +306,54 @@ def _file_label(source: Path | str | None) -> str:
     return "<spec>" if source is None else str(source)
 
 
+class _Problems:
+    """The problems found so far in one file; :meth:`check` runs one independent check."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, exc: SpecError) -> None:
+        self.messages.extend(exc.problems)
+
+    def check(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``; when it raises a SpecError, record its problems and return _BAD."""
+        try:
+            return fn(*args)
+        except SpecError as exc:
+            self.add(exc)
+            return _BAD
+
+    def raise_any(self, file: str) -> None:
+        """Raise one SpecError listing every problem recorded, if any."""
+        if self.messages:
+            raise SpecError.collect(file, self.messages)
+
+
 def _check_keys(where: _Where, data: Mapping[Any, Any], allowed: Sequence[str], path: str) -> None:
-    """Reject unknown keys, suggesting the closest valid one."""
-    for key in data:
-        if isinstance(key, str) and key in allowed:
-            continue
+    """Reject unknown keys (each one a problem), suggesting the closest valid one."""
+    problems = _Problems()
+    for key in _unknown(data, allowed):
         full = f"{path}.{key}" if path else str(key)
-        close = difflib.get_close_matches(str(key), allowed, n=1)
-        hint = f'did you mean "{close[0]}"?' if close else f"valid keys: {', '.join(allowed)}"
-        raise where.error(None, f"unknown key {_quote(full)}; {hint}")
+        close = _suggestion(key, allowed)
+        hint = f'did you mean "{close}"?' if close else f"valid keys: {', '.join(allowed)}"
+        problems.add(where.error(None, f"unknown key {_quote(full)}; {hint}"))
+    problems.raise_any(where.file)
+
+
+def _unknown(data: Mapping[Any, Any], allowed: Sequence[str]) -> list[Any]:
+    return [key for key in data if not (isinstance(key, str) and key in allowed)]
+
+
+def _suggestion(key: object, allowed: Sequence[str]) -> str | None:
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    return close[0] if close else None
+
+
+def _misspelt(data: Mapping[Any, Any], allowed: Sequence[str]) -> set[str]:
+    """The valid keys that an unknown key of ``data`` looks like a misspelling of: their
+    absence is that same mistake, reported once (as the unknown key)."""
+    suggested = {_suggestion(key, allowed) for key in _unknown(data, allowed)}
+    return {key for key in suggested if key is not None and data.get(key) is None}
 
 
 # --------------------------------------------------------------------------- typed getters
@@ -330,7 +386,12 @@ def _str_list(where: _Where, key: str, value: object) -> tuple[str, ...]:
         return ()
     if not isinstance(value, (list, tuple)):
         raise where.error(key, f"must be a list of strings, not {_type_name(value)}")
-    return tuple(_prompt_text(where, f"{key}[{i}]", item) for i, item in enumerate(value))
+    problems = _Problems()
+    items = tuple(
+        problems.check(_prompt_text, where, f"{key}[{i}]", item) for i, item in enumerate(value)
+    )
+    problems.raise_any(where.file)
+    return items
 
 
 def _prompt_text(where: _Where, key: str, value: object) -> str:
@@ -365,31 +426,46 @@ def _check_prompt(where: _Where, prompt: str, key: str) -> None:
         )
 
 
-def _check_subject(where: _Where, subject: str, key: str) -> None:
+def _subject_text(where: _Where, key: str, value: object) -> str:
+    """A subject: a non-empty string without "{}", returned stripped."""
+    subject = _nonempty(where, key, value)
     if "{}" in subject:
         raise where.error(key, 'must not contain "{}"')
+    return subject
 
 
-def _check_request(where: _Where, req: EditRequest, names: FieldNamer) -> None:
-    """Content checks shared by YAML, CounterFact and zsRE edits."""
-    _check_subject(where, req.subject, names("subject", None))
-    _check_prompt(where, req.prompt, names("prompt", None))
-    if req.target_true is not None and req.target_new == req.target_true:
-        raise where.error(
-            names("target_new", None),
-            f"equals target_true ({_quote(req.target_true)}); an edit must change the answer",
-        )
-    for i, paraphrase in enumerate(req.paraphrases):
-        if req.subject not in paraphrase:
-            raise where.error(
-                names("paraphrases", i),
-                f"does not contain the subject {_quote(req.subject)} (case-sensitive); "
-                "write the subject (or {}) into it",
+def _check_request(where: _Where, fields: Mapping[str, Any], names: FieldNamer) -> None:
+    """Content checks shared by YAML, CounterFact and zsRE edits, on the fields of one
+    :class:`EditRequest`; a check that needs a field that failed (_BAD) is skipped."""
+    problems = _Problems()
+    subject, prompt = fields["subject"], fields["prompt"]
+    target_new, target_true = fields["target_new"], fields.get("target_true")
+    if prompt is not _BAD:
+        problems.check(_check_prompt, where, prompt, names("prompt", None))
+    if target_true not in (None, _BAD) and target_new is not _BAD and target_new == target_true:
+        problems.add(
+            where.error(
+                names("target_new", None),
+                f"equals target_true ({_quote(target_true)}); an edit must change the answer",
             )
+        )
+    paraphrases = fields["paraphrases"]
+    for i, paraphrase in enumerate(() if _BAD in (subject, paraphrases) else paraphrases):
+        if subject not in paraphrase:
+            problems.add(
+                where.error(
+                    names("paraphrases", i),
+                    f"does not contain the subject {_quote(subject)} (case-sensitive); "
+                    "write the subject (or {}) into it",
+                )
+            )
+    problems.raise_any(where.file)
 
 
 def _check_unique(file: str, edits: Sequence[EditRequest], labels: Sequence[str]) -> None:
-    """No two edits share subject and prompt (duplicates or conflicting targets)."""
+    """No two edits share subject and prompt (duplicates or conflicting targets); every
+    repeat is a problem of its own."""
+    problems = _Problems()
     seen: dict[tuple[str, str], int] = {}
     for i, edit in enumerate(edits):
         key = (edit.subject, edit.prompt)
@@ -399,15 +475,39 @@ def _check_unique(file: str, edits: Sequence[EditRequest], labels: Sequence[str]
         first = seen[key]
         where = _Where(file, labels[i])
         if edits[first].target_new == edit.target_new:
-            raise where.error(
-                None,
-                f"duplicates {labels[first]} (same subject, prompt and target_new); remove one",
+            problems.add(
+                where.error(
+                    None,
+                    f"duplicates {labels[first]} (same subject, prompt and target_new); remove one",
+                )
             )
-        raise where.error(
-            "target_new",
-            f"conflicts with {labels[first]}: same subject and prompt but target_new "
-            f"{_quote(edit.target_new)} vs {_quote(edits[first].target_new)}; keep one",
+            continue
+        problems.add(
+            where.error(
+                "target_new",
+                f"conflicts with {labels[first]}: same subject and prompt but target_new "
+                f"{_quote(edit.target_new)} vs {_quote(edits[first].target_new)}; keep one",
+            )
         )
+    problems.raise_any(file)
+
+
+def _collect_edits(
+    file: str,
+    items: Sequence[Any],
+    indices: range,
+    convert: Callable[[str, object, int], EditRequest],
+    label: Callable[[EditRequest, object, int], str],
+) -> tuple[EditRequest, ...]:
+    """Convert each chosen edit / record on its own, then check uniqueness among the valid
+    ones; one SpecError lists the problems of all of them."""
+    problems = _Problems()
+    converted = [(i, problems.check(convert, file, items[i], i)) for i in indices]
+    valid = [(i, edit) for i, edit in converted if edit is not _BAD]
+    labels = [label(edit, items[i], i) for i, edit in valid]
+    problems.check(_check_unique, file, [edit for _, edit in valid], labels)
+    problems.raise_any(file)
+    return tuple(edit for _, edit in converted)
 
 
 # --------------------------------------------------------------------------- YAML edits
@@ -424,37 +524,64 @@ def _neighbor_item(where: _Where, key: str, item: object) -> tuple[str, str | No
     """One neighborhood item: a prompt string or ``{prompt, answer}``."""
     if not isinstance(item, Mapping):
         return _prompt_text(where, key, item), None
-    _check_keys(where, item, _NEIGHBOR_KEYS, key)
-    prompt = _prompt_text(where, f"{key}.prompt", _required(where, item, "prompt", f"{key}.prompt"))
+    problems = _Problems()
+    problems.check(_check_keys, where, item, _NEIGHBOR_KEYS, key)
+    prompt = _BAD
+    if "prompt" not in _misspelt(item, _NEIGHBOR_KEYS):
+        prompt = problems.check(
+            lambda: _prompt_text(
+                where, f"{key}.prompt", _required(where, item, "prompt", f"{key}.prompt")
+            )
+        )
     answer = item.get("answer")
-    if answer is None:
-        return prompt, None
-    return prompt, _nonempty(where, f"{key}.answer", answer)
+    if answer is not None:
+        answer = problems.check(_nonempty, where, f"{key}.answer", answer)
+    problems.raise_any(where.file)
+    return prompt, answer
 
 
 def _neighborhood(
     where: _Where, value: object, target_true: str | None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Neighborhood prompts and (when any item gives one) their expected answers."""
+    """Neighborhood prompts and (when any item gives one) their expected answers.
+
+    ``target_true`` is _BAD when it failed: the items then need no answer of their own.
+    """
     if value is None:
         return (), ()
     if not isinstance(value, (list, tuple)):
         raise where.error("neighborhood", f"must be a list, not {_type_name(value)}")
-    items = [_neighbor_item(where, f"neighborhood[{i}]", item) for i, item in enumerate(value)]
-    prompts = tuple(prompt for prompt, _ in items)
+    problems = _Problems()
+    items = [
+        _neighbor_or_bad(problems, where, f"neighborhood[{i}]", item)
+        for i, item in enumerate(value)
+    ]
     if all(answer is None for _, answer in items):
-        return prompts, ()
+        problems.raise_any(where.file)
+        return tuple(prompt for prompt, _ in items), ()
     answers: list[str] = []
     for i, (_, answer) in enumerate(items):
         fallback = answer if answer is not None else target_true
         if fallback is None:
-            raise where.error(
-                f"neighborhood[{i}]",
-                "has no answer and the edit has no target_true; "
-                "write it as {prompt: ..., answer: ...} or add target_true",
+            problems.add(
+                where.error(
+                    f"neighborhood[{i}]",
+                    "has no answer and the edit has no target_true; "
+                    "write it as {prompt: ..., answer: ...} or add target_true",
+                )
             )
         answers.append(fallback)
-    return prompts, tuple(answers)
+    problems.raise_any(where.file)
+    return tuple(prompt for prompt, _ in items), tuple(answers)
+
+
+def _neighbor_or_bad(problems: _Problems, where: _Where, key: str, item: object) -> tuple[Any, Any]:
+    """A checked neighborhood item; a failed one counts as having an answer if it gives one."""
+    checked = problems.check(_neighbor_item, where, key, item)
+    if checked is not _BAD:
+        return checked
+    gives_answer = isinstance(item, Mapping) and item.get("answer") is not None
+    return _BAD, _BAD if gives_answer else None
 
 
 def _yaml_edit(file: str, raw: object, index: int) -> EditRequest:
@@ -463,33 +590,57 @@ def _yaml_edit(file: str, raw: object, index: int) -> EditRequest:
         raise where.error(
             None, f"must be a mapping with subject, prompt and target_new, not {_type_name(raw)}"
         )
-    _check_keys(where, raw, _EDIT_KEYS, f"edits[{index}]")
-    subject = _nonempty(where, "subject", _required(where, raw, "subject"))
-    prompt = _prompt_text(where, "prompt", _required(where, raw, "prompt"))
-    target_true = raw.get("target_true")
-    target_true = None if target_true is None else _nonempty(where, "target_true", target_true)
-    _check_subject(where, subject, "subject")
-    neighborhood, answers = _neighborhood(where, raw.get("neighborhood"), target_true)
-    req = EditRequest(
-        subject=subject,
-        prompt=prompt,
-        target_new=_nonempty(where, "target_new", _required(where, raw, "target_new")),
-        target_true=target_true,
-        paraphrases=_fill(_str_list(where, "paraphrases", raw.get("paraphrases")), subject),
-        neighborhood=neighborhood,
-        neighborhood_answers=answers,
-        generation_prompts=_fill(
-            _str_list(where, "generation_prompts", raw.get("generation_prompts")), subject
-        ),
-        attribute_prompts=_str_list(where, "attribute_prompts", raw.get("attribute_prompts")),
-        case_id=_opt_id(where, "case_id", raw.get("case_id")),
-        relation_id=_opt_id(where, "relation_id", raw.get("relation_id")),
-    )
-    _check_request(where, req, _yaml_field)
-    return req
+    problems = _Problems()
+    problems.check(_check_keys, where, raw, _EDIT_KEYS, f"edits[{index}]")
+    fields = _yaml_fields(problems, where, raw)
+    problems.check(_check_request, where, fields, _yaml_field)
+    problems.raise_any(file)
+    return EditRequest(**fields)
+
+
+def _yaml_fields(problems: _Problems, where: _Where, raw: Mapping[Any, Any]) -> dict[str, Any]:
+    """The fields of one YAML edit, each read on its own (_BAD where it has a problem)."""
+
+    misspelt = _misspelt(raw, _EDIT_KEYS)
+
+    def required(key: str, reader: Callable[[_Where, str, object], Any] = _nonempty) -> Any:
+        if key in misspelt:  # already reported as the unknown key
+            return _BAD
+        return problems.check(lambda: reader(where, key, _required(where, raw, key)))
+
+    def optional(key: str, reader: Callable[[_Where, str, object], Any] = _str_list) -> Any:
+        return problems.check(reader, where, key, raw.get(key))
+
+    subject = required("subject", _subject_text)
+    prompt = required("prompt", _prompt_text)
+    target_new = required("target_new")
+    target_true = optional("target_true", _opt_text)
+    paraphrases = optional("paraphrases")
+    neighborhood = problems.check(_neighborhood, where, raw.get("neighborhood"), target_true)
+    neighbors, answers = (_BAD, _BAD) if neighborhood is _BAD else neighborhood
+    return {
+        "subject": subject,
+        "prompt": prompt,
+        "target_new": target_new,
+        "target_true": target_true,
+        "paraphrases": _fill(paraphrases, subject),
+        "neighborhood": neighbors,
+        "neighborhood_answers": answers,
+        "generation_prompts": _fill(optional("generation_prompts"), subject),
+        "attribute_prompts": optional("attribute_prompts"),
+        "case_id": optional("case_id", _opt_id),
+        "relation_id": optional("relation_id", _opt_id),
+    }
+
+
+def _opt_text(where: _Where, key: str, value: object) -> str | None:
+    return None if value is None else _nonempty(where, key, value)
 
 
 def _fill(prompts: tuple[str, ...], subject: str) -> tuple[str, ...]:
+    """Put the subject into each prompt's "{}" (left as is when either failed)."""
+    if _BAD in (prompts, subject):
+        return prompts
     return tuple(p.replace("{}", subject) for p in prompts)
 
 
@@ -615,12 +766,17 @@ def _hparam(where: _Where, name: str, value: object) -> Any:
 
 
 def _hparams(where: _Where, value: object) -> types.MappingProxyType[str, Any]:
+    """The ``hparams`` overrides; each unknown key and each bad value is a problem."""
     if value is None:
         return types.MappingProxyType({})
     if not isinstance(value, Mapping):
         raise where.error("hparams", f"must be a mapping, not {_type_name(value)}")
-    _check_keys(where, value, tuple(HPARAM_KEYS), "hparams")
-    return types.MappingProxyType({k: _hparam(where, k, v) for k, v in value.items()})
+    problems = _Problems()
+    problems.check(_check_keys, where, value, tuple(HPARAM_KEYS), "hparams")
+    known = {k: v for k, v in value.items() if isinstance(k, str) and k in HPARAM_KEYS}
+    hparams = {k: problems.check(_hparam, where, k, v) for k, v in known.items()}
+    problems.raise_any(where.file)
+    return types.MappingProxyType(hparams)
 
 
 # --------------------------------------------------------------------------- spec assembly
@@ -634,17 +790,35 @@ def _spec_from_mapping(
         raise where.error(
             None, f'top level must be a mapping with an "edits" list, not {_type_name(data)}'
         )
-    _check_keys(where, data, _TOP_KEYS, "")
+    problems = _Problems()
+    problems.check(_check_keys, where, data, _TOP_KEYS, "")
+    raw_edits = _BAD
+    if "edits" not in _misspelt(data, _TOP_KEYS):
+        raw_edits = problems.check(_raw_edits, where, data)
+    settings = _settings(problems, where, data)
+    edits = _BAD
+    if raw_edits is not _BAD:
+        edits = problems.check(_spec_edits, where, raw_edits, limit, offset)
+    problems.raise_any(file)
+    return EditSpec(edits=edits, source=source, kind="spec", **settings)
+
+
+def _raw_edits(where: _Where, data: Mapping[Any, Any]) -> Sequence[Any]:
     raw_edits = data.get("edits")
     if raw_edits is None:
         raise where.error("edits", "missing (required): add a non-empty list of edits")
     if not isinstance(raw_edits, (list, tuple)) or not raw_edits:
         raise where.error("edits", f"must be a non-empty list, not {_describe(raw_edits)}")
-    settings = _settings(where, data)
+    return raw_edits
+
+
+def _spec_edits(
+    where: _Where, raw_edits: Sequence[Any], limit: int | None, offset: int
+) -> tuple[EditRequest, ...]:
     indices = _select(where, raw_edits, limit, offset)
-    edits = [_yaml_edit(file, raw_edits[i], i) for i in indices]
-    _check_unique(file, edits, [e.label(i) for e, i in zip(edits, indices, strict=True)])
-    return EditSpec(edits=tuple(edits), source=source, kind="spec", **settings)
+    return _collect_edits(
+        where.file, raw_edits, indices, _yaml_edit, lambda edit, _, i: edit.label(i)
+    )
 
 
 def _describe(value: object) -> str:
@@ -653,15 +827,17 @@ def _describe(value: object) -> str:
     return _type_name(value)
 
 
-def _settings(where: _Where, data: Mapping[Any, Any]) -> dict[str, Any]:
-    return {
-        "model": _model(where, data.get("model")),
-        "method": _method(where, data.get("method")),
-        "layers": _layers(where, data.get("layers")),
-        "seed": _seed(where, data.get("seed")),
-        "hparams": _hparams(where, data.get("hparams")),
-        "architecture": _architecture(where, data.get("architecture")),
+def _settings(problems: _Problems, where: _Where, data: Mapping[Any, Any]) -> dict[str, Any]:
+    """The top-level settings, each checked on its own (_BAD where it has a problem)."""
+    readers = {
+        "model": _model,
+        "method": _method,
+        "layers": _layers,
+        "seed": _seed,
+        "hparams": _hparams,
+        "architecture": _architecture,
     }
+    return {key: problems.check(read, where, data.get(key)) for key, read in readers.items()}
 
 
 def _architecture(where: _Where, value: object) -> dict[str, str]:
@@ -670,14 +846,19 @@ def _architecture(where: _Where, value: object) -> dict[str, str]:
         return {}
     if not isinstance(value, Mapping):
         raise where.error("architecture", f"must be a mapping, not {_type_name(value)}")
-    _check_keys(where, value, ARCH_KEYS, "architecture")
+    problems = _Problems()
+    problems.check(_check_keys, where, value, ARCH_KEYS, "architecture")
     out = {}
     for key, path in value.items():
         if not isinstance(path, str) or not path.strip():
-            raise where.error(
-                f"architecture.{key}", "must be a dotted module path such as model.layers"
+            problems.add(
+                where.error(
+                    f"architecture.{key}", "must be a dotted module path such as model.layers"
+                )
             )
+            continue
         out[key] = path.strip()
+    problems.raise_any(where.file)
     return out
 
 
@@ -826,10 +1007,8 @@ def _records_spec(
     kind = _detect_kind(records, file)
     indices = _select(_Where(file), records, limit, offset)
     convert = _counterfact_edit if kind == "counterfact" else _zsre_edit
-    edits = [convert(file, records[i], i) for i in indices]
-    labels = [_record_label(records[i], i) for i in indices]
-    _check_unique(file, edits, labels)
-    return EditSpec(edits=tuple(edits), source=source, kind=kind)
+    edits = _collect_edits(file, records, indices, convert, lambda _, raw, i: _record_label(raw, i))
+    return EditSpec(edits=edits, source=source, kind=kind)
 
 
 def _record_label(record: object, index: int) -> str:
@@ -888,34 +1067,59 @@ def _cf_field(name: str, index: int | None) -> str:
     return base if index is None else f"{base}[{index}]"
 
 
+def _record_reader(
+    problems: _Problems, where: _Where, record: Mapping[Any, Any]
+) -> Callable[..., Any]:
+    """``read(path, reader)``: the record's field at ``path`` (``_dig`` for a required one,
+    else ``.get``) through ``reader``, a failure recorded in ``problems`` and read as _BAD."""
+
+    gone: list[str] = []  # missing parents ("requested_rewrite"): reported once
+
+    def read(
+        path: str, reader: Callable[[_Where, str, object], Any] = _nonempty, *, required=True
+    ) -> Any:
+        if any(path.startswith(f"{parent}.") for parent in gone):
+            return _BAD
+        if required and (parent := _missing_parent(record, path)) is not None:
+            gone.append(parent)
+        get = _dig if required else _dig_optional
+        return problems.check(lambda: reader(where, path, get(where, record, path)))
+
+    return read
+
+
+def _missing_parent(record: Mapping[Any, Any], path: str) -> str | None:
+    """The first parent of dotted ``path`` that ``record`` lacks (or that is no mapping)."""
+    parts = path.split(".")
+    value: Any = record
+    for n, part in enumerate(parts[:-1], 1):
+        value = value.get(part) if isinstance(value, Mapping) else None
+        if not isinstance(value, Mapping):
+            return ".".join(parts[:n])
+    return None
+
+
 def _counterfact_edit(file: str, record: object, index: int) -> EditRequest:
     where = _record_where(file, record, index)
     assert isinstance(record, Mapping)
+    problems = _Problems()
+    read = _record_reader(problems, where, record)
     rw = "requested_rewrite"
-    subject = _nonempty(where, f"{rw}.subject", _dig(where, record, f"{rw}.subject"))
-    target_true = _dig(where, record, f"{rw}.target_true.str")
-    req = EditRequest(
-        subject=subject,
-        prompt=_prompt_text(where, f"{rw}.prompt", _dig(where, record, f"{rw}.prompt")),
-        target_new=_nonempty(
-            where, f"{rw}.target_new.str", _dig(where, record, f"{rw}.target_new.str")
-        ),
-        target_true=_nonempty(where, f"{rw}.target_true.str", target_true),
-        paraphrases=_str_list(
-            where, "paraphrase_prompts", _dig(where, record, "paraphrase_prompts")
-        ),
-        neighborhood=_str_list(
-            where, "neighborhood_prompts", _dig(where, record, "neighborhood_prompts")
-        ),
-        generation_prompts=_str_list(where, "generation_prompts", record.get("generation_prompts")),
-        attribute_prompts=_str_list(where, "attribute_prompts", record.get("attribute_prompts")),
-        case_id=_opt_id(where, "case_id", record.get("case_id")),
-        relation_id=_opt_id(
-            where, f"{rw}.relation_id", _dig_optional(where, record, f"{rw}.relation_id")
-        ),
-    )
-    _check_request(where, req, _cf_field)
-    return req
+    fields = {
+        "subject": read(f"{rw}.subject", _subject_text),
+        "prompt": read(f"{rw}.prompt", _prompt_text),
+        "target_new": read(f"{rw}.target_new.str"),
+        "target_true": read(f"{rw}.target_true.str"),
+        "paraphrases": read("paraphrase_prompts", _str_list),
+        "neighborhood": read("neighborhood_prompts", _str_list),
+        "generation_prompts": read("generation_prompts", _str_list, required=False),
+        "attribute_prompts": read("attribute_prompts", _str_list, required=False),
+        "case_id": read("case_id", _opt_id, required=False),
+        "relation_id": read(f"{rw}.relation_id", _opt_id, required=False),
+    }
+    problems.check(_check_request, where, fields, _cf_field)
+    problems.raise_any(file)
+    return EditRequest(**fields)
 
 
 _ZSRE_NAMES = {"target_new": "answers[0]", "prompt": "src", "paraphrases": "rephrase"}
@@ -932,21 +1136,36 @@ def _zsre_answer(where: _Where, record: Mapping[Any, Any]) -> str:
     return _nonempty(where, "answers[0]", answers[0])
 
 
+def _zsre_prompt(where: _Where, subject: str, src: str) -> str:
+    """The question with "{}" in place of the subject."""
+    if _BAD in (subject, src):
+        return _BAD
+    if subject not in src:
+        raise where.error("subject", f"does not occur in the question (src) {_quote(src)}")
+    return src.replace(subject, "{}", 1)
+
+
 def _zsre_edit(file: str, record: object, index: int) -> EditRequest:
     where = _record_where(file, record, index)
     assert isinstance(record, Mapping)
-    subject = _nonempty(where, "subject", _dig(where, record, "subject"))
-    src = _prompt_text(where, "src", _dig(where, record, "src"))
-    if subject not in src:
-        raise where.error("subject", f"does not occur in the question (src) {_quote(src)}")
-    req = EditRequest(
-        subject=subject,
-        prompt=src.replace(subject, "{}", 1),
-        target_new=_zsre_answer(where, record),
-        paraphrases=(_prompt_text(where, "rephrase", _dig(where, record, "rephrase")),),
-        neighborhood=(_prompt_text(where, "loc", _dig(where, record, "loc")),),
-        neighborhood_answers=(_nonempty(where, "loc_ans", _dig(where, record, "loc_ans")),),
-        case_id=str(index),
-    )
-    _check_request(where, req, _zsre_field)
-    return req
+    problems = _Problems()
+    read = _record_reader(problems, where, record)
+    subject, src = read("subject", _subject_text), read("src", _prompt_text)
+    prompt = problems.check(_zsre_prompt, where, subject, src)
+    fields = {
+        "subject": _BAD if prompt is _BAD else subject,  # not in src: no rephrase check
+        "prompt": prompt,
+        "target_new": problems.check(_zsre_answer, where, record),
+        "paraphrases": _single(read("rephrase", _prompt_text)),
+        "neighborhood": _single(read("loc", _prompt_text)),
+        "neighborhood_answers": _single(read("loc_ans")),
+        "case_id": str(index),
+    }
+    problems.check(_check_request, where, fields, _zsre_field)
+    problems.raise_any(file)
+    return EditRequest(**fields)
+
+
+def _single(value: Any) -> Any:
+    """A one-item tuple (_BAD stays _BAD)."""
+    return _BAD if value is _BAD else (value,)

@@ -7,6 +7,7 @@ all break). Targets are tokenised with a leading space and no special tokens.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -69,6 +70,37 @@ def locate_subject(
 
 def _is_special(tokenizer: PreTrainedTokenizerBase, token_id: int) -> bool:
     return token_id in set(tokenizer.all_special_ids)
+
+
+#: Added tokens that mark another modality's input and stand for no text, although their
+#: tokenizer does not flag them special (Gemma 3's GGUF and hub tokenizers alike list
+#: ``<start_of_image>`` as a user-defined token, and a text-only Gemma 3 can emit it).
+MODALITY_MARKERS = re.compile(
+    r"<(start|end)_of_(image|audio|video)>|<(image|audio|video)_soft_token>|\[multimodal\]"
+)
+
+
+def control_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """Ids that stand for no text: the named special tokens (BOS, EOS, pad, ...), every
+    added token flagged special (Gemma's ``<start_of_turn>``, ``<unused0>``, ...) and the
+    modality markers of :data:`MODALITY_MARKERS`.
+
+    ``decode(skip_special_tokens=True)`` skips only the named ones.
+    """
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    hidden = {
+        i
+        for i, token in added.items()
+        if getattr(token, "special", False)
+        or MODALITY_MARKERS.fullmatch(getattr(token, "content", str(token)))
+    }
+    return frozenset(tokenizer.all_special_ids) | frozenset(hidden)
+
+
+def visible_text(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    """``ids`` decoded as a person should read them: control tokens left out."""
+    control = control_token_ids(tokenizer)
+    return tokenizer.decode([i for i in ids if i not in control], skip_special_tokens=True)
 
 
 def target_token_ids(tokenizer: PreTrainedTokenizerBase, target: str) -> list[int]:

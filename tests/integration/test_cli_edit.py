@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_invalid_spec_fails_before_loading_a_model(tmp_path, monkeypatch):
 
 def test_validate_command(spec_file):
     result = CliRunner().invoke(app, ["edit", "validate", str(spec_file)])
-    assert result.exit_code == 0 and "1 edit(s)" in result.output
+    assert result.exit_code == 0 and "1 edit, method rome" in " ".join(result.output.split())
 
 
 def _error_line(output: str) -> str:
@@ -233,3 +234,38 @@ def test_large_update_is_refused_unless_allowed(spec_file, tiny_llama, monkeypat
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert torch.allclose(weight, original + big.dense())
+
+
+def test_apply_ends_with_a_verdict_per_edit_and_warns_about_a_changed_neighbour(
+    spec_file, tiny_llama, monkeypatch
+):
+    from factedit.evaluate.measure import PromptMeasurement, RequestMeasurement
+    from factedit.evaluate.scoring import TokenScores
+
+    def scores(p: float) -> TokenScores:
+        return TokenScores(logprobs=(math.log(p),), correct=(p > 0.5,))
+
+    def state(p_rewrite: float, p_louvre: float) -> RequestMeasurement:
+        louvre = "The Louvre is located in the city of"
+        return RequestMeasurement(
+            "Rome",
+            "Paris",
+            (
+                PromptMeasurement("rewrite", "The Eiffel Tower is", scores(p_rewrite), scores(0.3)),
+                PromptMeasurement("paraphrase", "It stands in", scores(p_rewrite), scores(0.3)),
+                PromptMeasurement("neighborhood", louvre, scores(p_louvre), scores(0.4)),
+            ),
+        )
+
+    # what the measurements say before and after the edit: the Louvre moved to Rome too
+    states = iter([state(0.1, 0.1), state(0.8, 0.7)])
+    monkeypatch.setattr("factedit.apply.measure_request", lambda lm, req: next(states))
+    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file)])
+    assert result.exit_code == 0, result.output
+    assert "edit #0 Eiffel Tower → Rome: rewrite 1/1, paraphrases 1/1, neighbours kept 0/1" in (
+        result.output
+    )
+    assert (
+        'warning: edit #0 (Eiffel Tower → Rome) changed a neighbour: "The Louvre is located in '
+        'the city of" now prefers Rome over Paris'
+    ) in " ".join(result.output.split())

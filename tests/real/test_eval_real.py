@@ -17,8 +17,8 @@ pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")
-def record(data_dir):
-    return load_spec(data_dir / "counterfact-dev.json", limit=1).edits[0]
+def record(data_file):
+    return load_spec(data_file("counterfact-dev.json"), limit=1).edits[0]
 
 
 def test_batched_scoring_matches_naive_loop_on_gemma(gemma, record):
@@ -51,7 +51,10 @@ def _run_gate(gemma, monkeypatch, tmp_path, name: str, layers: list[int], hparam
     return result, json.loads(out.read_text())
 
 
-def test_ci_gate_passes_good_edit_and_fails_bad_edit(gemma, monkeypatch, tmp_path, record):
+def test_ci_gate_passes_good_edit_and_fails_bad_edit(
+    gemma, monkeypatch, tmp_path, record, wikitext_path
+):
+    monkeypatch.setenv("FACTEDIT_CORPUS", str(wikitext_path))  # wherever $FACTEDIT_DATA is
     layer = gemma.default_layer
     good, good_report = _run_gate(gemma, monkeypatch, tmp_path, "good", [layer], {}, record)
     assert good.exit_code == 0, good.output

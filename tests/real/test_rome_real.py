@@ -26,10 +26,10 @@ def _prefers(m, group: str) -> list[bool]:
     return [p.new.nll < p.expected.nll for p in m.group(group)]
 
 
-def _edit(lm, spec, corpus_path):
+def _edit(lm, spec, wikitext_path):
     req = spec.edits[0]
     before = measure_request(lm, req)
-    editor = Editor(lm, layers="auto", corpus=[corpus_path], seed=spec.seed, requests=[req])
+    editor = Editor(lm, layers="auto", corpus=[wikitext_path], seed=spec.seed, requests=[req])
     deltas = editor.compute(req)
     with apply_deltas(lm.model, deltas):
         after = measure_request(lm, req)
@@ -40,11 +40,11 @@ _CACHE: dict[str, tuple] = {}
 
 
 @pytest.fixture(params=["gemma", "smollm"])
-def edited(request, eiffel, corpus_path):
+def edited(request, eiffel, wikitext_path):
     """(before, after, deltas) of the Eiffel edit on each preset, computed once."""
     if request.param not in _CACHE:
         lm = request.getfixturevalue(request.param)
-        _CACHE[request.param] = _edit(lm, eiffel, corpus_path)
+        _CACHE[request.param] = _edit(lm, eiffel, wikitext_path)
     return _CACHE[request.param]
 
 

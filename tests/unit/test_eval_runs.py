@@ -59,6 +59,7 @@ class RandomEditor:
     def __init__(self, lm, *, layers=(1,), scale=3.0, fail_on=(), **_):
         self.lm = lm
         self.layers = (1,) if layers == "auto" else tuple(layers)
+        self.layer_reason = "given in the test"
         self.scale = scale
         self.fail_on = set(fail_on)
         self.calls = 0

@@ -63,7 +63,7 @@ def test_local_directory_round_trip(tmp_path, tiny):
     loaded = load_model(str(tmp_path / "m"), device="cpu", dtype="bfloat16")
     assert loaded.arch.model_type == "qwen2"
     assert next(loaded.model.parameters()).dtype == torch.bfloat16
-    assert loaded.identity.startswith("dir:")
+    assert loaded.identity.startswith("weights:")  # named by its weights, not its place
 
 
 def test_bad_dtype_and_device():

@@ -27,10 +27,7 @@ from factedit.spec import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
 EXAMPLES = REPO / "configs" / "examples"
-COUNTERFACT = DATA / "counterfact-dev.json"
-ZSRE = DATA / "zsre-dev.json"
 
 EIFFEL_LABEL = 'edit #0 (subject "The Eiffel Tower")'
 
@@ -85,12 +82,21 @@ def write_json(tmp_path: Path, data: Any, name: str) -> Path:
     return path
 
 
-def counterfact_records() -> list[dict[str, Any]]:
-    return json.loads(COUNTERFACT.read_text(encoding="utf-8"))
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a benchmark JSON file (a list of objects)."""
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-def zsre_records() -> list[dict[str, Any]]:
-    return json.loads(ZSRE.read_text(encoding="utf-8"))
+@pytest.fixture(scope="module")
+def counterfact(data_file: Callable[[str], Path]) -> Path:
+    """The CounterFact sample (benchmark data, 200 records); skips the test when absent."""
+    return data_file("counterfact-dev.json")
+
+
+@pytest.fixture(scope="module")
+def zsre(data_file: Callable[[str], Path]) -> Path:
+    """The zsRE sample (benchmark data, 100 records); skips the test when absent."""
+    return data_file("zsre-dev.json")
 
 
 # --------------------------------------------------------------------------- examples
@@ -264,7 +270,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 
 def test_unknown_edit_key_names_path_and_suggestion(tmp_path: Path) -> None:
     good = base_edit(subject="A", target_new="x", target_true="y", paraphrases=[])
-    bad = base_edit(subject="Big Ben")
+    bad = base_edit(subject="Big Ben", paraphrases=[])
     bad["targt_new"] = bad.pop("target_new")
     load_error(
         tmp_path,
@@ -482,9 +488,9 @@ def test_unrecognised_json_records(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- CounterFact
 
 
-def test_counterfact_loader() -> None:
-    raw = counterfact_records()
-    spec = load_spec(COUNTERFACT)
+def test_counterfact_loader(counterfact: Path) -> None:
+    raw = read_records(counterfact)
+    spec = load_spec(counterfact)
     assert spec.kind == "counterfact" and len(spec.edits) == len(raw) == 200
     first = spec.edits[0]
     assert first.subject == "Shanghai"
@@ -501,15 +507,15 @@ def test_counterfact_loader() -> None:
     assert first.generation_prompts == tuple(raw[0]["generation_prompts"])
 
 
-def test_counterfact_limit_offset() -> None:
-    raw = counterfact_records()
-    spec = load_spec(str(COUNTERFACT), limit=3, offset=5)
+def test_counterfact_limit_offset(counterfact: Path) -> None:
+    raw = read_records(counterfact)
+    spec = load_spec(str(counterfact), limit=3, offset=5)
     assert [e.case_id for e in spec.edits] == [str(r["case_id"]) for r in raw[5:8]]
-    assert len(load_spec(COUNTERFACT, offset=198).edits) == 2
+    assert len(load_spec(counterfact, offset=198).edits) == 2
 
 
-def test_counterfact_to_dict_round_trip() -> None:
-    spec = load_spec(COUNTERFACT, limit=20)
+def test_counterfact_to_dict_round_trip(counterfact: Path) -> None:
+    spec = load_spec(counterfact, limit=20)
     again = load_spec_text(yaml.safe_dump(spec.to_dict()))
     assert again.edits == spec.edits
 
@@ -524,8 +530,10 @@ def test_counterfact_to_dict_round_trip() -> None:
         (("paraphrase_prompts",), "paraphrase_prompts"),
     ],
 )
-def test_counterfact_missing_field(tmp_path: Path, path: tuple[str, ...], field: str) -> None:
-    records = counterfact_records()[:3]
+def test_counterfact_missing_field(
+    tmp_path: Path, counterfact: Path, path: tuple[str, ...], field: str
+) -> None:
+    records = read_records(counterfact)[:3]
     target = records[2]
     for part in path[:-1]:
         target = target[part]
@@ -541,12 +549,14 @@ def test_counterfact_missing_field(tmp_path: Path, path: tuple[str, ...], field:
     assert len(load_spec(file, limit=2).edits) == 2
 
 
-def test_counterfact_bad_content(tmp_path: Path) -> None:
-    records = counterfact_records()[:2]
+def test_counterfact_bad_content(tmp_path: Path, counterfact: Path) -> None:
+    records = read_records(counterfact)[:2]
     records[1]["requested_rewrite"]["prompt"] = "no placeholder"
     records[0]["requested_rewrite"]["target_new"]["str"] = 7
     file = write_json(tmp_path, records, "counterfact.json")
-    spec_error(lambda: load_spec(file), "record #0", "requested_rewrite.target_new.str", "string")
+    spec_error(
+        lambda: load_spec(file, limit=1), "record #0", "requested_rewrite.target_new.str", "string"
+    )
     spec_error(
         lambda: load_spec(file, offset=1),
         "record #1",
@@ -555,8 +565,8 @@ def test_counterfact_bad_content(tmp_path: Path) -> None:
     )
 
 
-def test_counterfact_non_object_record(tmp_path: Path) -> None:
-    records: list[Any] = [*counterfact_records()[:1], "oops"]
+def test_counterfact_non_object_record(tmp_path: Path, counterfact: Path) -> None:
+    records: list[Any] = [*read_records(counterfact)[:1], "oops"]
     file = write_json(tmp_path, records, "counterfact.json")
     spec_error(lambda: load_spec(file), "counterfact.json", "record #1", "JSON object")
 
@@ -564,9 +574,9 @@ def test_counterfact_non_object_record(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- zsRE
 
 
-def test_zsre_loader() -> None:
-    raw = zsre_records()
-    spec = load_spec(ZSRE)
+def test_zsre_loader(zsre: Path) -> None:
+    raw = read_records(zsre)
+    spec = load_spec(zsre)
     assert spec.kind == "zsre" and len(spec.edits) == len(raw)
     for i, (edit, record) in enumerate(zip(spec.edits, raw, strict=True)):
         assert edit.prompt.count("{}") == 1
@@ -582,27 +592,27 @@ def test_zsre_loader() -> None:
     assert again.edits == spec.edits
 
 
-def test_zsre_offset_case_ids_are_absolute() -> None:
-    spec = load_spec(ZSRE, limit=2, offset=10)
+def test_zsre_offset_case_ids_are_absolute(zsre: Path) -> None:
+    spec = load_spec(zsre, limit=2, offset=10)
     assert [e.case_id for e in spec.edits] == ["10", "11"]
 
 
-def test_zsre_subject_not_in_src(tmp_path: Path) -> None:
-    records = zsre_records()[:2]
+def test_zsre_subject_not_in_src(tmp_path: Path, zsre: Path) -> None:
+    records = read_records(zsre)[:2]
     records[1]["subject"] = "Nobody Knows"
     file = write_json(tmp_path, records, "zsre.json")
     spec_error(lambda: load_spec(file), "zsre.json", "record #1", 'field "subject"', "src")
 
 
-def test_zsre_missing_field(tmp_path: Path) -> None:
-    records = zsre_records()[:2]
+def test_zsre_missing_field(tmp_path: Path, zsre: Path) -> None:
+    records = read_records(zsre)[:2]
     del records[1]["loc_ans"]
     file = write_json(tmp_path, records, "zsre.json")
     spec_error(lambda: load_spec(file), "zsre.json", "record #1", 'missing field "loc_ans"')
 
 
-def test_zsre_empty_answers(tmp_path: Path) -> None:
-    records = zsre_records()[:1]
+def test_zsre_empty_answers(tmp_path: Path, zsre: Path) -> None:
+    records = read_records(zsre)[:1]
     records[0]["answers"] = []
     file = write_json(tmp_path, records, "zsre.json")
     spec_error(lambda: load_spec(file), "record #0", 'field "answers"')
@@ -720,7 +730,10 @@ def _accepts_or_spec_error(action: Callable[[], EditSpec]) -> EditSpec | None:
     try:
         spec = action()
     except SpecError as exc:
-        assert "\n" not in str(exc)
+        assert exc.problems and all("\n" not in p for p in exc.problems)
+        lines = str(exc).splitlines()
+        assert lines[-len(exc.problems) :] == list(exc.problems)
+        assert len(lines) == (1 if len(exc.problems) == 1 else len(exc.problems) + 1)
         return None
     assert isinstance(spec, EditSpec)
     return spec
@@ -810,8 +823,10 @@ def _paths(node: Any, prefix: list[Any]) -> list[list[Any]]:
     return found
 
 
-_CF_RECORD = counterfact_records()[0] if COUNTERFACT.exists() else {}
-_ZSRE_RECORD = zsre_records()[0] if ZSRE.exists() else {}
+@pytest.fixture(scope="module")
+def first_records(counterfact: Path, zsre: Path) -> dict[str, dict[str, Any]]:
+    """The first CounterFact and zsRE records, by the names the mutation test draws."""
+    return {"cf": read_records(counterfact)[0], "zsre": read_records(zsre)[0]}
 
 
 @settings(
@@ -823,9 +838,13 @@ _ZSRE_RECORD = zsre_records()[0] if ZSRE.exists() else {}
     st.one_of(values, st.just(_DELETE)),
 )
 def test_mutated_benchmark_records_never_crash(
-    tmp_path: Path, which: str, data: st.DataObject, value: Any
+    tmp_path: Path,
+    first_records: dict[str, dict[str, Any]],
+    which: str,
+    data: st.DataObject,
+    value: Any,
 ) -> None:
-    record = _CF_RECORD if which == "cf" else _ZSRE_RECORD
+    record = first_records[which]
     path = data.draw(st.sampled_from(_paths(record, [])))
     try:
         text = json.dumps([_mutate(record, path, value)])

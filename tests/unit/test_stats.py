@@ -407,29 +407,34 @@ def test_a_waiting_process_reads_the_entry_the_lock_holder_wrote(
 # ---- corpus ------------------------------------------------------------------------------
 
 
-def test_resolve_corpus_explicit_env_and_default(tmp_path, monkeypatch, corpus_path):
+def test_resolve_corpus_explicit_and_env(tmp_path, monkeypatch):
     a, b = tmp_path / "a.txt", tmp_path / "b.jsonl"
     a.write_text("x")
     b.write_text('{"text": "y"}\n')
     assert resolve_corpus([str(a), b]) == [a, b]
     monkeypatch.setenv("FACTEDIT_CORPUS", os.pathsep.join([str(a), str(b)]))
     assert resolve_corpus(None) == [a, b]
-    monkeypatch.delenv("FACTEDIT_CORPUS")
-    monkeypatch.chdir(tmp_path)  # ./../shared/data is absent: found beside the repository
-    assert resolve_corpus(None)[0].resolve() == corpus_path.resolve()
     with pytest.raises(StatsError, match="not found"):
         resolve_corpus([tmp_path / "missing.txt"])
 
 
-def test_resolve_corpus_without_any_corpus_says_how_to_give_one(tmp_path, monkeypatch):
-    from factedit.stats import corpus
-
+def test_resolve_corpus_never_falls_back_to_the_wikitext_beside_the_repository(
+    home, monkeypatch, lm
+):
     monkeypatch.delenv("FACTEDIT_CORPUS", raising=False)
-    monkeypatch.setattr(corpus, "_default_candidates", lambda: [tmp_path / "nothing.txt"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the order: tests/unit/test_corpus_fallback.py
+    paths = resolve_corpus(None, lm=lm, n_tokens=200, seq_len=32, show_progress=False)
+    assert [p.parent for p in paths] == [home / "corpora"]  # sampled from the model
+
+
+def test_resolve_corpus_without_any_corpus_says_how_to_give_one(home, monkeypatch):
+    monkeypatch.delenv("FACTEDIT_CORPUS", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(StatsError) as info:
-        resolve_corpus(None)
+        resolve_corpus(None)  # no WikiText-103 offline, and no model to sample from
     message = str(info.value)
     assert "--corpus" in message and "FACTEDIT_CORPUS" in message and "offline" in message
+    assert "pip install datasets" in message and "--corpus model" in message
 
 
 def test_documents_from_text_and_jsonl(tmp_path):
@@ -502,12 +507,12 @@ def test_cli_collect_and_list(home, lm, corpus_path, tmp_path):
 
 
 @pytest.mark.real
-def test_real_gemma_matches_a_full_pass(gemma, corpus_path):
+def test_real_gemma_matches_a_full_pass(gemma, wikitext_path):
     layer = gemma.default_layer
     c = second_moment(
-        gemma, layer, corpus=[corpus_path], n_tokens=600, seq_len=128, use_cache=False,
+        gemma, layer, corpus=[wikitext_path], n_tokens=600, seq_len=128, use_cache=False,
         show_progress=False,
     )  # fmt: skip
     assert c.shape == (2048, 2048) and torch.isfinite(c).all()
-    ref = reference_moment(gemma, corpus_path, layer, 600, 128, "float32")
+    ref = reference_moment(gemma, wikitext_path, layer, 600, 128, "float32")
     torch.testing.assert_close(c.double(), ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())

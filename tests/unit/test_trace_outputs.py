@@ -129,7 +129,8 @@ def own_facts(lm, count):
     facts = []
     for prompt, subject in CANDIDATES:
         r = trace_fact(lm, prompt, subject, samples=1, kinds=("mlp",), window=1, noise="0")
-        if target_token_ids(lm.tokenizer, r.answer)[0] == r.answer_id:
+        # a whitespace-only answer has no target tokens at all: it cannot round-trip
+        if r.answer.strip() and target_token_ids(lm.tokenizer, r.answer)[0] == r.answer_id:
             facts.append(KnownFact(subject, prompt, r.answer))
     if len(facts) < count:
         pytest.skip("the tiny model's answers do not round-trip through the tokenizer")
@@ -209,12 +210,21 @@ def test_aggregate_with_no_known_fact_is_an_error(tiny):
         aggregate_trace(lm, [KnownFact("Rome", "Rome is the capital of", "zzzzqqq")], samples=1)
 
 
-def test_known_facts_file_errors_name_the_record(tmp_path, data_dir):
+def test_known_facts_file_errors_name_the_record(tmp_path):
     bad = tmp_path / "facts.json"
     bad.write_text(json.dumps([{"subject": "A", "prompt": "A is", "attribute": "b"}, {"x": 1}]))
     with pytest.raises(SpecError, match=r"fact #1 .*'subject'"):
         load_known_facts(bad)
-    facts = load_known_facts(data_dir / "known-facts.json")
+
+
+@pytest.fixture
+def known_facts_file(data_file):
+    """ROME's known facts (benchmark data, 1,209 records); skips the test when absent."""
+    return data_file("known-facts.json")
+
+
+def test_the_benchmark_known_facts_load(known_facts_file):
+    facts = load_known_facts(known_facts_file)
     assert len(facts) > 1000 and facts[0].subject in facts[0].prompt
 
 
@@ -274,7 +284,7 @@ def test_layers_auto_prefers_the_presets_recorded_layer_over_a_cached_trace(
     assert resolve_layers(lm, "auto", [])[0] == (3,)
     lm.default_layer = 1  # a preset's recorded choice wins over the bare MLP peak
     layers, why = resolve_layers(lm, "auto", [])
-    assert layers == (1,) and "preset's recorded edit layer" in why
+    assert layers == (1,) and "recorded for these weights" in why
     assert resolve_layers(lm, [2], [])[0] == (2,)
 
 

@@ -2,23 +2,90 @@
 
 Exit codes: 0 success, 1 a quality gate failed, 2 usage or input error (a
 :class:`~factedit.errors.FactEditError`), 130 interrupted.
+
+Start-up: ``factedit --help``, ``factedit edit validate`` and ``factedit models list`` never
+import torch or transformers. The CLI modules import only light modules (typer, rich, yaml,
+:mod:`factedit.spec`) at module level; what needs torch is imported when a command runs,
+through :class:`LazyImports` or inside the function. ``tests/unit/test_cli_startup.py`` checks
+it.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+import importlib
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
 
-from factedit.console import err_console
+from factedit.console import err_console, info
 from factedit.errors import FactEditError, SpecError
-from factedit.models import LoadedModel, load_model
 from factedit.spec import EditSpec
+from factedit.stats.choice import CorpusChoice, check_corpus
+
+if TYPE_CHECKING:
+    from factedit.models.loading import LoadedModel
 
 F = TypeVar("F", bound=Callable)
+
+# Constants that option declarations need before any command runs, copied from modules that
+# import torch; tests/unit/test_cli_startup.py checks that they still agree.
+#: factedit.evaluate.metrics.METRIC_KEYS
+METRIC_KEYS: tuple[str, ...] = (
+    "s",
+    "es",
+    "ps",
+    "ns",
+    "em",
+    "pm",
+    "nm",
+    "ge",
+    "mention_new",
+    "mention_true",
+    "efficacy",
+    "paraphrase",
+    "specificity",
+)
+
+
+class LazyImports:
+    """Names a CLI module uses only when a command runs, imported then (not at start-up).
+
+    ``_heavy = LazyImports(globals(), {"Editor": "factedit.editing", ...})`` in the module,
+    ``__getattr__ = _heavy.getattr`` so that ``module.Editor`` imports it on first access
+    (tests monkeypatch such names), and a command calls ``_heavy.load()`` first: it puts every
+    name that is not set yet into the module's globals (a monkeypatched one stays), so the
+    function bodies use them as ordinary globals.
+    """
+
+    def __init__(self, namespace: MutableMapping[str, Any], names: Mapping[str, str]) -> None:
+        self.namespace = namespace
+        self.names = dict(names)
+
+    def _import(self, name: str) -> Any:
+        return getattr(importlib.import_module(self.names[name]), name)
+
+    def load(self) -> None:
+        for name in self.names:
+            if name not in self.namespace:
+                self.namespace[name] = self._import(name)
+
+    def getattr(self, name: str) -> Any:
+        if name not in self.names:
+            module = self.namespace.get("__name__")
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        value = self.namespace[name] = self._import(name)
+        return value
+
+
+def load_model(reference: str | None = None, **kwargs: Any) -> LoadedModel:
+    """:func:`factedit.models.load_model`, imported on first use (it imports torch)."""
+    from factedit.models.loading import load_model as load
+
+    return load(reference, **kwargs)
+
 
 ModelOpt = Annotated[
     str | None,
@@ -67,6 +134,26 @@ def parse_layers(text: str | None) -> tuple[int, ...] | str | None:
     return layers
 
 
+CorpusOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--corpus",
+        help='Corpus for the statistics C: .txt, or .jsonl with a "text" field '
+        '(repeatable), or "model" to sample one from the model. Default: $FACTEDIT_CORPUS, '
+        "else WikiText-103 (cached, or downloaded with `datasets` when online), else text "
+        "sampled from the model.",
+    ),
+]
+
+
+def announce_corpus(corpus: list[str] | None, hparams=None) -> CorpusChoice:
+    """Decide the statistics corpus before any model loads (a named file that does not exist
+    fails here, in a second) and say which one it is and why."""
+    choice = check_corpus(corpus, hparams)
+    info(choice.describe())
+    return choice
+
+
 def load_spec_model(
     reference: str | None, spec: EditSpec, *, device: str, dtype: str, trust_remote_code: bool
 ) -> LoadedModel:
@@ -82,16 +169,19 @@ def load_spec_model(
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``error: message`` on one line of stderr and return the Exit to raise.
+    """Print ``error: message`` on stderr, one ``error:`` line per line of ``message`` (a
+    SpecError listing several problems: its ``FILE: N problems`` line, then one per problem),
+    and return the Exit to raise.
 
     ``message`` is plain text: brackets in it (a path like ``runs[2]/out``) are printed as is.
     """
-    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
+    for line in message.splitlines() or [message]:
+        err_console.print(f"[bold red]error:[/bold red] {escape(line)}", soft_wrap=True)
     return typer.Exit(code)
 
 
 def cli_errors(fn: F) -> F:
-    """Turn FactEditError into a one-line message and exit 2; Ctrl-C into exit 130."""
+    """Turn FactEditError into ``error:`` lines and exit 2; Ctrl-C into exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

@@ -3,30 +3,50 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from factedit.apply import EditRecord, apply_spec, check_prompt_lengths, save_edited_model
 from factedit.cli.common import (
+    CorpusOpt,
     DeviceOpt,
     DtypeOpt,
     LayersOpt,
+    LazyImports,
     ModelOpt,
     TrustOpt,
+    announce_corpus,
     cli_errors,
     load_spec_model,
     parse_layers,
 )
-from factedit.editing import Editor
+from factedit.console import warn
 from factedit.errors import SpecError
-from factedit.evaluate.probe import report_probe
 from factedit.paths import atomic_write_text
 from factedit.spec import load_spec
+
+if TYPE_CHECKING:
+    from factedit.apply import EditRecord, apply_spec, check_prompt_lengths, save_edited_model
+    from factedit.editing import Editor
+    from factedit.evaluate.probe import report_probe
+
+# The names above, imported when `edit apply` runs: they import torch (validate must not).
+_heavy = LazyImports(
+    globals(),
+    {
+        "apply_spec": "factedit.apply",
+        "check_prompt_lengths": "factedit.apply",
+        "save_edited_model": "factedit.apply",
+        "Editor": "factedit.editing",
+        "report_probe": "factedit.evaluate.probe",
+    },
+)
+__getattr__ = _heavy.getattr
 
 edit_app = typer.Typer(
     help="Apply the edits of a YAML spec (or CounterFact file).", no_args_is_help=True
@@ -34,10 +54,6 @@ edit_app = typer.Typer(
 out = Console(highlight=False)
 
 SpecArg = Annotated[Path, typer.Argument(help="Edit spec (.yaml) or CounterFact/zsRE .json.")]
-CorpusOpt = Annotated[
-    list[Path] | None,
-    typer.Option("--corpus", help="Text/JSONL corpus for the statistics C (repeatable)."),
-]
 
 
 @edit_app.command("validate")
@@ -45,7 +61,11 @@ CorpusOpt = Annotated[
 def validate_command(spec_path: SpecArg) -> None:
     """Check a spec without loading any model."""
     spec = load_spec(spec_path)
-    out.print(f"[green]ok[/green] {spec_path}: {len(spec.edits)} edit(s), method {spec.method}")
+    out.print(f"[green]ok[/green] {spec_path}: {_edits(len(spec.edits))}, method {spec.method}")
+
+
+def _edits(n: int) -> str:
+    return f"{n} edit{'' if n == 1 else 's'}"
 
 
 @edit_app.command("apply")
@@ -72,10 +92,12 @@ def apply_command(
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Edit the model: compute each update (ROME), apply it, show before/after."""
+    _heavy.load()
     spec = load_spec(spec_path, limit=limit, offset=offset)
     layer_choice = parse_layers(layers) or spec.layers
     if out_dir is not None and out_dir.exists() and not overwrite:
         raise SpecError(f"--out {out_dir} already exists; pass --overwrite to replace it")
+    announce_corpus(corpus, spec.hparams)
     lm = load_spec_model(
         model, spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
@@ -97,6 +119,7 @@ def apply_command(
     run = apply_spec(lm, spec, editor)
     for index, record in enumerate(run.records):
         render_record(index, record)
+    render_verdicts(run.records)
     if run.fluency_probe is not None:
         report_probe(run.fluency_probe)
     if json_path is not None:
@@ -105,6 +128,21 @@ def apply_command(
     if out_dir is not None:
         save_edited_model(lm, out_dir, run, overwrite=overwrite)
         out.print(f"wrote the edited model to {out_dir}")
+
+
+def render_verdicts(records: Sequence[EditRecord]) -> None:
+    """One verdict line per edit, then a warning for each neighbour an edit changed."""
+    out.print("[bold]verdict[/bold]")
+    for index, record in enumerate(records):
+        req = record.request
+        out.print(f"  edit #{index} {req.subject} → {req.target_new}: {record.verdict.line()}")
+    for index, record in enumerate(records):
+        req = record.request
+        for changed in record.verdict.changed:
+            warn(
+                f"edit #{index} ({req.subject} → {req.target_new}) changed a neighbour: "
+                f'"{changed.prompt}" now prefers {changed.now} over {changed.answer}'
+            )
 
 
 def _pct(p: float | None) -> str:

@@ -8,39 +8,67 @@ failed, 2 usage or input error.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from factedit.apply import check_prompt_lengths
 from factedit.cli.common import (
+    METRIC_KEYS,
+    CorpusOpt,
     DeviceOpt,
     DtypeOpt,
     LayersOpt,
+    LazyImports,
     ModelOpt,
     TrustOpt,
+    announce_corpus,
     cli_errors,
     fail,
     load_spec_model,
     parse_layers,
 )
 from factedit.console import info, progress
-from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
-from factedit.evaluate.metrics import METRIC_KEYS
-from factedit.evaluate.probe import report_probe
-from factedit.evaluate.runner import EvalOptions, run_edited, run_independent, run_sequential
 from factedit.paths import atomic_write_text
-from factedit.report import (
-    build_report,
-    per_edit_table,
-    render_markdown,
-    report_title,
-    summary_table,
-    write_json,
-)
 from factedit.spec import SUPPORTED_METHODS, EditSpec, load_spec
+
+if TYPE_CHECKING:
+    from factedit.apply import check_prompt_lengths
+    from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
+    from factedit.evaluate.probe import report_probe
+    from factedit.evaluate.runner import EvalOptions, run_edited, run_independent, run_sequential
+    from factedit.report import (
+        build_report,
+        per_edit_table,
+        render_markdown,
+        report_title,
+        summary_table,
+        write_json,
+    )
+
+# The names above, imported when `eval` runs: they import torch (`eval --help` must not).
+_heavy = LazyImports(
+    globals(),
+    {
+        "check_prompt_lengths": "factedit.apply",
+        "GateError": "factedit.evaluate.gate",
+        "check_gate": "factedit.evaluate.gate",
+        "parse_thresholds": "factedit.evaluate.gate",
+        "report_probe": "factedit.evaluate.probe",
+        "EvalOptions": "factedit.evaluate.runner",
+        "run_edited": "factedit.evaluate.runner",
+        "run_independent": "factedit.evaluate.runner",
+        "run_sequential": "factedit.evaluate.runner",
+        "build_report": "factedit.report",
+        "per_edit_table": "factedit.report",
+        "render_markdown": "factedit.report",
+        "report_title": "factedit.report",
+        "summary_table": "factedit.report",
+        "write_json": "factedit.report",
+    },
+)
+__getattr__ = _heavy.getattr
 
 _GENERATION_METRICS = ("ge", "mention_new", "mention_true")
 _PROBABILITY_METRICS = ("es", "em", "ps", "pm", "s", "mention_true")
@@ -114,10 +142,7 @@ def eval_command(
             "against the unedited --model; no editing.",
         ),
     ] = None,
-    corpus: Annotated[
-        list[Path] | None,
-        typer.Option("--corpus", help="Text file(s) for the second-moment statistics."),
-    ] = None,
+    corpus: CorpusOpt = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the full report (factedit.eval/1).")
     ] = None,
@@ -143,6 +168,7 @@ def eval_command(
     ] = False,
 ) -> None:
     """Edit each fact, measure efficacy, generalisation, specificity and fluency, and report."""
+    _heavy.load()
     thresholds = parse_thresholds(fail_under) if fail_under is not None else {}
     layer_choice = parse_layers(layers)
     spec = load_spec(source, limit=limit, offset=offset)
@@ -159,7 +185,7 @@ def eval_command(
     else:
         mode = "independent" if independent else "sequential"
     resolved_layers = layer_choice if layer_choice is not None else spec.layers
-
+    corpus_choice = announce_corpus(corpus, spec.hparams) if mode != "edited" else None
     lm = load_spec_model(
         model, spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
@@ -182,8 +208,10 @@ def eval_command(
             requests=spec.edits,
             allow_large_updates=allow_large_updates,
         )
+        info(editor.layer_reason)
     options = EvalOptions(generation=generation, seed=spec.seed)
-    info(f"evaluating {len(spec.edits)} edits ({mode}) on {lm.name}")
+    n = len(spec.edits)
+    info(f"evaluating {n} edit{'' if n == 1 else 's'} ({mode}) on {lm.name}")
     result = _run(lm, spec, mode=mode, edited_lm=edited_lm, editor=editor, options=options)
     if result.fluency_probe is not None:
         report_probe(result.fluency_probe)
@@ -196,6 +224,7 @@ def eval_command(
         else list(resolved_layers),
         "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in spec.hparams.items()},
         "corpus": [str(c) for c in corpus] if corpus else None,
+        "corpus_used": corpus_choice.describe() if corpus_choice else None,
         "limit": limit,
         "offset": offset,
         "thresholds": thresholds or None,

@@ -10,8 +10,7 @@ from rich.table import Table
 
 from factedit.cli.common import cli_errors
 from factedit.errors import ModelLoadError
-from factedit.models.loading import IDENTITY_FILE, ensure_preset
-from factedit.models.presets import DEFAULT_MODEL, get_preset, list_presets
+from factedit.models.presets import DEFAULT_MODEL, IDENTITY_FILE, get_preset, list_presets
 from factedit.paths import home
 
 models_app = typer.Typer(
@@ -24,6 +23,7 @@ out = Console(highlight=False)
 @cli_errors
 def list_command() -> None:
     """Presets, whether their GGUF is fetched and whether the dequantised copy is cached."""
+    # Reads the cache directory and the preset YAML files only: no torch, it answers at once.
     table = Table("preset", "description", "fetched", "converted", title=f"cache: {home()}")
     for name, preset in list_presets().items():
         converted = any(
@@ -44,6 +44,8 @@ def fetch_command(
     preset = get_preset(name)
     if preset is None:
         raise ModelLoadError(f'unknown preset "{name}"; presets: {", ".join(list_presets())}')
+    from factedit.models.loading import ensure_preset  # imports torch and transformers
+
     path = ensure_preset(preset)
     out.print(f"{name}: ready in {path}")
 

@@ -9,11 +9,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from factedit.cli.common import DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, cli_errors
+from factedit.cli.common import (
+    CorpusOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    TrustOpt,
+    announce_corpus,
+    cli_errors,
+)
 from factedit.errors import StatsError
-from factedit.models import load_model
-from factedit.stats import list_cached, second_moment
-from factedit.stats.moment import DEFAULT_N_TOKENS
 
 stats_app = typer.Typer(
     # "\\[" keeps rich markup from reading "[k kᵀ]" as a style tag and dropping it.
@@ -26,15 +31,14 @@ LayerOpt = Annotated[
     list[int] | None,
     typer.Option("--layer", "-l", help="Layer to collect (repeatable; default: the preset's)."),
 ]
-CorpusOpt = Annotated[
-    list[Path] | None,
+TokensOpt = Annotated[
+    int | None,
     typer.Option(
-        "--corpus",
-        help='Corpus file: .txt, or .jsonl with a "text" field (repeatable; default: '
-        "$FACTEDIT_CORPUS, else the WikiText-2 test split in ../shared/data).",
+        "--tokens",
+        help="Token vectors to average over (default: 100000; 50000 for a corpus sampled "
+        "from the model).",
     ),
 ]
-TokensOpt = Annotated[int, typer.Option("--tokens", help="Token vectors to average over.")]
 StatsDtypeOpt = Annotated[
     str, typer.Option("--dtype-stats", help="Accumulation and storage dtype: float32 or float64.")
 ]
@@ -46,13 +50,17 @@ def collect(
     model: ModelOpt = None,
     layer: LayerOpt = None,
     corpus: CorpusOpt = None,
-    tokens: TokensOpt = DEFAULT_N_TOKENS,
+    tokens: TokensOpt = None,
     dtype_stats: StatsDtypeOpt = "float32",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Compute C for each layer (or read it from the cache) and show where it is stored."""
+    from factedit.models import load_model  # imports torch
+    from factedit.stats import second_moment
+
+    announce_corpus(corpus)
     lm = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     layers = layer or ([lm.default_layer] if lm.default_layer is not None else [])
     if not layers:
@@ -74,6 +82,8 @@ def collect(
 @cli_errors
 def list_() -> None:
     """List the statistics in the cache ($FACTEDIT_HOME/stats)."""
+    from factedit.stats import list_cached  # imports torch (safetensors)
+
     rows = list_cached()
     if not rows:
         out.print("no statistics cached yet (run `factedit stats collect`)")

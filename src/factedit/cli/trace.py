@@ -13,29 +13,53 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from factedit.cli.common import DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, cli_errors
+from factedit.cli.common import DeviceOpt, DtypeOpt, LazyImports, ModelOpt, TrustOpt, cli_errors
 from factedit.console import info
 from factedit.errors import FactEditError
-from factedit.models import load_model
 from factedit.paths import atomic_write_text
-from factedit.tokens import subject_char_span
-from factedit.trace import aggregate_trace, load_known_facts, save_aggregate, trace_fact
-from factedit.trace.aggregate import AggregateResult
-from factedit.trace.noise import parse_noise
-from factedit.trace.patching import KINDS
-from factedit.trace.render import (
-    aggregate_figure,
-    terminal_aggregate,
-    terminal_heatmap,
-    trace_figure,
-    write_figure,
+
+if TYPE_CHECKING:
+    from factedit.models import load_model
+    from factedit.tokens import subject_char_span
+    from factedit.trace import aggregate_trace, load_known_facts, save_aggregate, trace_fact
+    from factedit.trace.aggregate import AggregateResult
+    from factedit.trace.noise import parse_noise
+    from factedit.trace.patching import KINDS
+    from factedit.trace.render import (
+        aggregate_figure,
+        terminal_aggregate,
+        terminal_heatmap,
+        trace_figure,
+        write_figure,
+    )
+    from factedit.trace.result import TraceResult
+
+# The names above, imported when `trace` runs: they import torch, transformers and
+# matplotlib (`factedit trace --help` must not).
+_heavy = LazyImports(
+    globals(),
+    {
+        "load_model": "factedit.models",
+        "subject_char_span": "factedit.tokens",
+        "aggregate_trace": "factedit.trace",
+        "load_known_facts": "factedit.trace",
+        "save_aggregate": "factedit.trace",
+        "trace_fact": "factedit.trace",
+        "parse_noise": "factedit.trace.noise",
+        "KINDS": "factedit.trace.patching",
+        "aggregate_figure": "factedit.trace.render",
+        "terminal_aggregate": "factedit.trace.render",
+        "terminal_heatmap": "factedit.trace.render",
+        "trace_figure": "factedit.trace.render",
+        "write_figure": "factedit.trace.render",
+    },
 )
-from factedit.trace.result import TraceResult
+__getattr__ = _heavy.getattr
 
 
 def _parse_kinds(text: str) -> tuple[str, ...]:
@@ -162,6 +186,7 @@ def trace_command(
     ] = "fast",
 ) -> None:
     """Causal tracing: which hidden states, MLPs and attentions carry a fact."""
+    _heavy.load()
     kinds = _parse_kinds(kind)
     parse_noise(noise)
     if samples < 1 or window < 1:

@@ -15,7 +15,7 @@ import torch
 
 from factedit.evaluate.scoring import cache_kwarg, left_pad, pad_id, returned_cache
 from factedit.models.loading import LoadedModel
-from factedit.tokens import prompt_token_ids
+from factedit.tokens import prompt_token_ids, visible_text
 
 
 def _choose(
@@ -90,10 +90,10 @@ def generate_text(
     seed: int = 0,
     top_k: int = 5,
 ) -> list[str]:
-    """The continuation of each prompt (without the prompt), decoded without special tokens."""
+    """The continuation of each prompt (without the prompt), without control tokens."""
     tok = lm.tokenizer
     ids = [prompt_token_ids(tok, p) for p in prompts]
     new = generate_ids(
         lm, ids, max_new_tokens=max_new_tokens, greedy=greedy, seed=seed, top_k=top_k
     )
-    return [tok.decode(n, skip_special_tokens=True) for n in new]
+    return [visible_text(tok, n) for n in new]

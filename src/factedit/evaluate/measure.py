@@ -25,7 +25,7 @@ from factedit.evaluate.generation import generate_ids
 from factedit.evaluate.scoring import TokenScores, score_continuations
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
-from factedit.tokens import prompt_token_ids, target_token_ids
+from factedit.tokens import prompt_token_ids, target_token_ids, visible_text
 
 GROUPS: tuple[str, ...] = ("rewrite", "paraphrase", "neighborhood")
 #: Total length (prompt + generated tokens) of each sample, as the ROME reference's
@@ -216,8 +216,8 @@ def sample_generations(
     out = []
     for prompt, prompt_ids, new_ids in zip(prompts, ids, new, strict=True):
         keep = new_ids[: max(1, gen_length - len(prompt_ids))]
-        text = tok.decode(keep, skip_special_tokens=True)
-        full = tok.decode(list(prompt_ids) + list(keep), skip_special_tokens=True)
+        text = visible_text(tok, keep)
+        full = visible_text(tok, list(prompt_ids) + list(keep))
         out.append(
             Generation(
                 prompt=prompt,

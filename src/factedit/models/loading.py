@@ -28,28 +28,32 @@ from transformers import (
 from factedit.console import info
 from factedit.errors import FactEditError, ModelLoadError
 from factedit.models.arch import Architecture, resolve_architecture
+from factedit.models.identity import weight_fingerprints
 from factedit.models.presets import (
     DEFAULT_MODEL,
+    IDENTITY_FILE,
     KnownAnswer,
     Preset,
     fetch_preset,
     get_preset,
     list_presets,
+    preset_for_weights,
     sha256_file,
 )
 from factedit.paths import atomic_dir, atomic_write_text, cache_dir
 from factedit.tokens import prompt_token_ids, target_token_ids
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-IDENTITY_FILE = "factedit.json"
 
 
 @dataclass
 class LoadedModel:
     """A model ready for tracing and editing.
 
-    ``identity`` names the exact weights (used in cache keys for statistics and templates);
-    ``default_layer`` is the preset's recorded edit layer (None outside presets).
+    ``identity`` names the exact weights, however they were loaded (``weights:<hash>``, see
+    :mod:`factedit.models.identity`; the key of statistics, templates and traces);
+    ``default_layer`` is the edit layer recorded for these weights by the preset ``preset``
+    whose weights they are (None for other weights).
     """
 
     model: PreTrainedModel
@@ -58,6 +62,7 @@ class LoadedModel:
     name: str
     identity: str
     default_layer: int | None = None
+    preset: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -97,10 +102,8 @@ def load_model(
     ref = ref or DEFAULT_MODEL
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     preset = get_preset(ref)
-    default_layer = None
     if preset is not None:
-        hf_dir = ensure_preset(preset)
-        name, default_layer = preset.name, preset.edit_layer
+        hf_dir, name = ensure_preset(preset), preset.name
     else:
         path = Path(ref).expanduser()
         if path.is_file() and path.suffix == ".gguf":
@@ -126,13 +129,21 @@ def load_model(
     model, tokenizer = _load_hf(source, torch_dtype, trust_remote_code)
     model.to(torch_device)
     arch = resolve_architecture(model, architecture)
+    exact, rounded = weight_fingerprints(model)
+    recorded = preset_for_weights(rounded)
+    if preset is not None and recorded is None:
+        info(
+            f"these weights of {preset.name} differ from the ones its edit layer was recorded "
+            "for (another transformers release?); layers: auto will trace instead"
+        )
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         arch=arch,
         name=name,
-        identity=_identity(source, model),
-        default_layer=default_layer,
+        identity=f"weights:{exact}",
+        default_layer=None if recorded is None else recorded.edit_layer,
+        preset=None if recorded is None else recorded.name,
     )
 
 
@@ -173,25 +184,6 @@ def _load_hf(
     model.eval()
     model.requires_grad_(False)
     return model, tokenizer
-
-
-def _identity(source: str, model: PreTrainedModel) -> str:
-    """A stable name for the exact weights: the GGUF hash, a hub revision or a directory."""
-    ident_file = Path(source) / IDENTITY_FILE
-    if ident_file.is_file():
-        return json.loads(ident_file.read_text())["identity"]
-    revision = getattr(model.config, "_commit_hash", None)
-    path = Path(source)
-    if path.is_dir():
-        stamps = sorted(
-            f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
-            for p in path.glob("*.safetensors")
-        )
-        digest = json.dumps(stamps)
-        import hashlib
-
-        return f"dir:{path.resolve()}:{hashlib.sha256(digest.encode()).hexdigest()[:16]}"
-    return f"hub:{source}@{revision or 'unknown'}"
 
 
 # ---- GGUF -> cached safetensors directory ---------------------------------------------------

@@ -27,6 +27,8 @@ from factedit.paths import atomic_file, cache_dir
 
 PRESET_DIR = Path(__file__).with_name("presets")
 DEFAULT_MODEL = "gemma-3-270m"
+#: The file a converted GGUF's cached directory carries (its source and identity).
+IDENTITY_FILE = "factedit.json"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ class Preset:
     source: dict[str, Any]
     edit_layer: int
     check: KnownAnswer | None = None
+    #: bfloat16-rounded fingerprint (:mod:`factedit.models.identity`) of the dequantised
+    #: weights that ``edit_layer`` was chosen on: the layer is used for whatever weights have
+    #: it, however they were loaded.
+    weights: str | None = None
 
     @property
     def gguf_name(self) -> str:
@@ -67,12 +73,21 @@ def list_presets() -> dict[str, Preset]:
             source=dict(data["source"]),
             edit_layer=int(data["edit_layer"]),
             check=KnownAnswer(**data["check"]) if "check" in data else None,
+            weights=data.get("weights"),
         )
     return presets
 
 
 def get_preset(name: str) -> Preset | None:
     return list_presets().get(name)
+
+
+def preset_for_weights(rounded_fingerprint: str) -> Preset | None:
+    """The preset whose recorded weights have this fingerprint, if any."""
+    for preset in list_presets().values():
+        if preset.weights == rounded_fingerprint:
+            return preset
+    return None
 
 
 def fetch_preset(preset: Preset) -> Path:

@@ -1,15 +1,48 @@
 """Second-moment statistics C = E[k kᵀ] of the MLP down-projection's inputs (SPEC §4).
 
-    C = second_moment(lm, layer, corpus=None, n_tokens=100_000)   # [d_in, d_in] float32, CPU
-    paths = resolve_corpus(None)          # explicit > $FACTEDIT_CORPUS > ../shared/data WikiText
+    C = second_moment(lm, layer, corpus=None)   # [d_in, d_in] float32, CPU
+    choice = choose_corpus(None)          # which corpus, decided without loading anything:
+                                          # explicit > $FACTEDIT_CORPUS > WikiText-103 > model
+    paths = resolve_corpus(None, lm=lm)   # the files (downloaded / sampled when needed)
     rows = list_cached()                  # complete cache entries (sidecar key + size)
 
-Modules: ``corpus`` (files -> token sequences), ``collect`` (the early-stopping accumulation
+Modules: ``choice`` (which corpus; imports no torch), ``corpus`` (files -> token sequences),
+``sampled`` (the corpus sampled from the model), ``collect`` (the early-stopping accumulation
 loop), ``cache`` (on-disk entries, checkpoints, locks, memo), ``moment`` (the entry point).
+Names are imported on first use, so ``factedit.stats.choice`` stays light for the CLI.
 """
 
-from factedit.stats.cache import clear_memo, list_cached
-from factedit.stats.corpus import resolve_corpus
-from factedit.stats.moment import second_moment, stats_key
+from __future__ import annotations
 
-__all__ = ["clear_memo", "list_cached", "resolve_corpus", "second_moment", "stats_key"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from factedit.stats.cache import clear_memo, list_cached
+    from factedit.stats.choice import choose_corpus
+    from factedit.stats.corpus import resolve_corpus
+    from factedit.stats.moment import second_moment, stats_key
+
+_EXPORTS = {
+    "clear_memo": "cache",
+    "list_cached": "cache",
+    "choose_corpus": "choice",
+    "resolve_corpus": "corpus",
+    "second_moment": "moment",
+    "stats_key": "moment",
+}
+__all__ = [
+    "choose_corpus",
+    "clear_memo",
+    "list_cached",
+    "resolve_corpus",
+    "second_moment",
+    "stats_key",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -108,15 +108,22 @@ def clear_memo() -> None:
 @contextlib.contextmanager
 def locked(entry: Entry) -> Iterator[None]:
     """Hold the entry's exclusive lock; a second process waits here until the first is done."""
+    with file_lock(entry.lock_path, f"collecting {entry.tensor_path.name}"):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path, doing: str) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``lock_path``; says who is waiting for ``doing``."""
     if fcntl is None:  # pragma: no cover
         yield
         return
-    entry.root.mkdir(parents=True, exist_ok=True)
-    with open(entry.lock_path, "a+b") as fh:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            info(f"waiting for another process collecting {entry.tensor_path.name}")
+            info(f"waiting for another process {doing}")
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield

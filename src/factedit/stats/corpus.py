@@ -1,6 +1,7 @@
 """Corpus for second-moment statistics: find it, read it, turn it into token sequences.
 
-    resolve_corpus(paths | None) -> [Path]           explicit > $FACTEDIT_CORPUS > bundled WikiText
+    resolve_corpus(paths | None, lm=lm) -> [Path]    explicit > $FACTEDIT_CORPUS > WikiText-103
+                                                     > sampled from lm (stats/choice.py)
     corpus_digest(paths) -> str                      sha256 over the files' contents (cache key)
     token_sequences(tokenizer, paths, n_tokens, seq_len) -> LongTensor [n_seq, seq_len]
 
@@ -16,56 +17,89 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from factedit.console import info, warn
 from factedit.errors import StatsError
+from factedit.stats.choice import (
+    HOW_TO_GIVE_ONE,
+    CorpusChoice,
+    choose_corpus,
+    default_n_tokens,
+    download_wikitext,
+)
 
-CORPUS_ENV = "FACTEDIT_CORPUS"
-DEFAULT_CORPUS = Path("shared") / "data" / "wikitext-2-raw-test.txt"
+if TYPE_CHECKING:
+    from factedit.models.loading import LoadedModel
+
+_DOWNLOAD_FAILED: dict[Path, str] = {}  # a failed download is not retried in this process
 _HEADING = re.compile(r"^\s*=\s[^=].*\s=\s*$")
 _MAX_CHUNK_DOCS = 256  # chunks grow 1, 2, 4, ... documents: little is tokenized in vain
 
 
-def resolve_corpus(corpus: Sequence[str | Path] | None) -> list[Path]:
-    """The corpus files to read: explicit paths, else ``$FACTEDIT_CORPUS``, else WikiText-2.
+def resolve_corpus(
+    corpus: Sequence[str | Path] | None,
+    *,
+    lm: LoadedModel | None = None,
+    n_tokens: int | None = None,
+    seq_len: int = 256,
+    show_progress: bool = True,
+) -> list[Path]:
+    """The corpus files to read (order: :mod:`factedit.stats.choice`), downloaded or sampled
+    from ``lm`` when needed; without ``lm`` a model-sampled corpus is a :class:`StatsError`."""
+    choice = choose_corpus(corpus, n_tokens=n_tokens)
+    ready, _ = prepare_corpus(
+        choice, lm=lm, n_tokens=n_tokens, seq_len=seq_len, show_progress=show_progress
+    )
+    return list(ready.paths)
 
-    The fallback is the first existing of ``./../shared/data/wikitext-2-raw-test.txt``
-    (relative to the working directory) and the same path beside the repository root.
+
+def prepare_corpus(
+    choice: CorpusChoice,
+    *,
+    lm: LoadedModel | None,
+    n_tokens: int | None,
+    seq_len: int,
+    show_progress: bool = True,
+) -> tuple[CorpusChoice, int]:
+    """Make ``choice`` real -> (the choice with its files on disk, the token count to use).
+
+    WikiText-103 is downloaded when it is not cached yet; when that fails, a warning says why
+    and the model-sampled corpus is used. ``n_tokens`` None takes the corpus kind's default.
     """
-    if corpus:
-        paths = [Path(p).expanduser() for p in corpus]
-        source = "--corpus"
-    elif os.environ.get(CORPUS_ENV):
-        paths = [Path(p).expanduser() for p in os.environ[CORPUS_ENV].split(os.pathsep) if p]
-        source = f"${CORPUS_ENV}"
-    else:
-        for candidate in _default_candidates():
-            if candidate.is_file():
-                return [candidate]
+    if choice.kind == "wikitext" and choice.download:
+        path = choice.paths[0]
+        failed = _DOWNLOAD_FAILED.get(path)
+        if failed is None:
+            info(f"downloading the head of WikiText-103 (raw, train) once to {path}")
+            try:
+                download_wikitext(path)
+            except StatsError as exc:
+                failed = _DOWNLOAD_FAILED[path] = str(exc)
+                warn(f"{exc}; using a corpus sampled from the model instead")
+        if failed is not None:
+            choice = CorpusChoice("model", (), "fallback", f"WikiText-103 unavailable: {failed}")
+    elif choice.kind == "wikitext":
+        info(choice.describe())
+    n_tokens = n_tokens or default_n_tokens(choice)
+    if choice.kind != "model":
+        return choice, n_tokens
+    if lm is None:
         raise StatsError(
-            "no corpus was given for the second-moment statistics and none is available "
-            'offline; give one with --corpus FILE (.txt, or .jsonl with a "text" field), '
-            f"the {CORPUS_ENV} environment variable, or hparams.corpus in the edit spec"
+            f"no corpus for the second-moment statistics ({choice.reason}); {HOW_TO_GIVE_ONE}"
         )
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise StatsError(f"corpus file not found ({source}): {', '.join(missing)}")
-    return paths
+    from factedit.stats.sampled import sampled_corpus
 
-
-def _default_candidates() -> list[Path]:
-    candidates = [Path.cwd() / ".." / DEFAULT_CORPUS]
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "pyproject.toml").is_file():
-            candidates.append(parent.parent / DEFAULT_CORPUS)
-            break
-    return candidates
+    path = sampled_corpus(
+        lm, n_tokens=n_tokens, seq_len=seq_len, show_progress=show_progress, reason=choice.reason
+    )
+    return CorpusChoice("model", (path,), choice.source, choice.reason), n_tokens
 
 
 def corpus_digest(paths: Sequence[Path]) -> str:

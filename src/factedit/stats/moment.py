@@ -27,15 +27,18 @@ from factedit.console import info, progress, warn
 from factedit.errors import FactEditError, StatsError
 from factedit.models import LoadedModel
 from factedit.stats import cache
+from factedit.stats.choice import DEFAULT_N_TOKENS, SAMPLED_N_TOKENS, choose_corpus
 from factedit.stats.collect import Accumulator, accumulate
-from factedit.stats.corpus import corpus_digest, resolve_corpus, token_sequences
+from factedit.stats.corpus import corpus_digest, prepare_corpus, token_sequences
 
 ACC_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 CHECKPOINT_EVERY = 20
-# Token vectors per statistic. Measured (scripts/bench_stats.py): gemma-3-270m layer 4 takes
-# 1-5 min on a 2-core CPU, under a second on an H200; fewer tokens make u = C⁻¹k noisier
-# (cos(u_n, u_100k) median 0.89 at 20k, 0.95 at 50k, gemma layer 4). Cached once per layer.
-DEFAULT_N_TOKENS = 100_000
+# Token vectors per statistic (DEFAULT_N_TOKENS; SAMPLED_N_TOKENS = 50k for the corpus
+# sampled from the model, see factedit.stats.sampled). Measured (scripts/bench_stats.py):
+# gemma-3-270m layer 4 takes 1-5 min on a 2-core CPU, under a second on an H200; fewer tokens
+# make u = C⁻¹k noisier (cos(u_n, u_100k) median 0.89 at 20k, 0.95 at 50k, gemma layer 4;
+# on the sampled corpus, layer 2: 0.91 at 20k, 0.97 at 50k). Cached once per layer.
+__all__ = ["DEFAULT_N_TOKENS", "SAMPLED_N_TOKENS", "second_moment", "stats_key"]
 
 
 def stats_key(
@@ -59,7 +62,7 @@ def second_moment(
     layer: int,
     *,
     corpus: Sequence[str | Path] | None = None,
-    n_tokens: int = DEFAULT_N_TOKENS,
+    n_tokens: int | None = None,
     dtype: str = "float32",
     seq_len: int = 256,
     batch_size: int = 8,
@@ -70,17 +73,28 @@ def second_moment(
     """C = mean of k kᵀ over ``n_tokens`` corpus token vectors, k the input of the MLP
     down-projection at ``layer`` -> [d_in, d_in] in ``dtype`` (float32/float64), on CPU.
 
-    ``use_cache=False`` neither reads nor writes the cache (benchmarks). The returned tensor
-    is a fresh copy; the caller may modify it.
+    ``corpus``: files, ``["model"]``, or None for the fallback order of
+    :mod:`factedit.stats.choice`; ``n_tokens`` None takes :data:`DEFAULT_N_TOKENS`, or
+    :data:`SAMPLED_N_TOKENS` for a corpus sampled from the model. ``use_cache=False``
+    neither reads nor writes the cache (benchmarks). The returned tensor is a fresh copy;
+    the caller may modify it.
     """
     if dtype not in ACC_DTYPES:
         raise StatsError(f"statistics dtype must be float32 or float64, not {dtype!r}")
-    if n_tokens <= 0 or batch_size <= 0:
+    if (n_tokens is not None and n_tokens <= 0) or batch_size <= 0:
         raise StatsError(f"n_tokens and batch_size must be positive ({n_tokens}, {batch_size})")
     seq_len = min(seq_len, lm.max_length)
-    paths = resolve_corpus(corpus)
+    choice, n_tokens = prepare_corpus(
+        choose_corpus(corpus, n_tokens=n_tokens),
+        lm=lm,
+        n_tokens=n_tokens,
+        seq_len=seq_len,
+        show_progress=show_progress,
+    )
+    paths = list(choice.paths)
     key = stats_key(lm, layer, paths, n_tokens, seq_len, dtype)
     job = _Job(lm, layer, paths, key, batch_size, show_progress, checkpoint_every)
+    job.corpus_kind = choice.kind
     if not use_cache:
         return job.collect(None)
     entry = cache.Entry.for_key(key)
@@ -114,6 +128,7 @@ class _Job:
         self.batch_size, self.show_progress = batch_size, show_progress
         self.checkpoint_every = max(1, checkpoint_every)
         self.seconds = 0.0
+        self.corpus_kind = "files"
 
     def collect(self, entry: cache.Entry | None) -> torch.Tensor:
         """Run (or resume) the collection -> C [d_in, d_in] on CPU in the key's dtype."""
@@ -178,6 +193,7 @@ class _Job:
         return {
             "model_name": self.lm.name,
             "corpus_files": [p.name for p in self.paths],
+            "corpus_kind": self.corpus_kind,
             "computed_by": os.getpid(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(self.seconds, 3),

@@ -1,15 +1,17 @@
 """Tiny offline tokenizers and random models for tests (no hub, no downloads).
 
 ``byte_bpe_tokenizer()`` is GPT-2 style byte-level BPE; ``sentencepiece_tokenizer()`` is
-Llama style (metaspace "▁", BOS prepended). ``tiny_model(model_type)`` builds a random model
-of any mapped architecture with a few hundred thousand parameters. ``collapsing_delta(lm)``
-and ``small_delta(lm)`` are a model-destroying and a benign update for the fluency probe.
+Llama style (metaspace "▁", BOS prepended). Both have a 1000-token vocabulary learnt from the
+synthetic text of :mod:`factedit.testing.corpus`, which ships with the package: the same
+tokens on every machine, with or without the benchmark data. ``tiny_model(model_type)``
+builds a random model of any mapped architecture with a few hundred thousand parameters.
+``collapsing_delta(lm)`` and ``small_delta(lm)`` are a model-destroying and a benign update
+for the fluency probe.
 """
 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
@@ -19,6 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFa
 from factedit.delta import WeightDelta
 from factedit.models.arch import resolve_architecture
 from factedit.models.loading import LoadedModel
+from factedit.testing.corpus import training_lines
 
 TINY_MODEL_TYPES = (
     "gpt2",
@@ -31,23 +34,12 @@ TINY_MODEL_TYPES = (
     "gemma2",
     "gemma3_text",
 )
-_FALLBACK_TEXT = (
-    "The Eiffel Tower is located in the city of Paris. Michael Jordan plays basketball. "
-    "The iPhone is made by Apple. Rome is the capital of Italy. "
-)
-
-
-def _training_text(corpus: Path | None) -> list[str]:
-    if corpus is not None and corpus.is_file():
-        return corpus.read_text(encoding="utf-8")[:300_000].splitlines()
-    return [_FALLBACK_TEXT] * 50
 
 
 @functools.cache
-def byte_bpe_tokenizer(
-    corpus: Path | None = None, vocab_size: int = 1000
-) -> PreTrainedTokenizerFast:
-    """GPT-2 style byte-level BPE (leading spaces inside tokens, no BOS added)."""
+def byte_bpe_tokenizer(*, vocab_size: int = 1000) -> PreTrainedTokenizerFast:
+    """GPT-2 style byte-level BPE (leading spaces inside tokens, no BOS added), trained on
+    :func:`factedit.testing.corpus.training_lines`."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -57,7 +49,7 @@ def byte_bpe_tokenizer(
         special_tokens=["<|endoftext|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator([*_training_text(corpus), _FALLBACK_TEXT], trainer=trainer)
+    tok.train_from_iterator(training_lines(), trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|endoftext|>",
@@ -67,17 +59,16 @@ def byte_bpe_tokenizer(
 
 
 @functools.cache
-def sentencepiece_tokenizer(
-    corpus: Path | None = None, vocab_size: int = 1000
-) -> PreTrainedTokenizerFast:
-    """Llama/SentencePiece style: "▁" marks spaces, "<s>" is prepended to every prompt."""
+def sentencepiece_tokenizer(*, vocab_size: int = 1000) -> PreTrainedTokenizerFast:
+    """Llama/SentencePiece style: "▁" marks spaces, "<s>" is prepended to every prompt;
+    trained on :func:`factedit.testing.corpus.training_lines`."""
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(
         replacement="▁", prepend_scheme="first", split=True
     )
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=True)
     trainer = BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"])
-    tok.train_from_iterator([*_training_text(corpus), _FALLBACK_TEXT], trainer=trainer)
+    tok.train_from_iterator(training_lines(), trainer=trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
