@@ -9,7 +9,7 @@ never touched), so a run is reproducible for a given seed and batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -31,6 +31,40 @@ def _choose(
 
 
 @torch.no_grad()
+def decode_steps(
+    lm: LoadedModel,
+    prompts: Sequence[Sequence[int]],
+    n_steps: int,
+    pick: Callable[[torch.Tensor], torch.Tensor],
+) -> Iterator[torch.Tensor]:
+    """Token-by-token decoding with the KV cache: yields the token [B] that ``pick`` chooses
+    from each step's next-token logits [B, V], at most ``n_steps`` times.
+
+    The prompts are left-padded into one batch [B, P] and run once; every later step feeds
+    only the new column [B, 1]. The caller may stop early (``break``): nothing runs after it.
+    """
+    ids, mask, positions = (t.to(lm.device) for t in left_pad(prompts, pad_id(lm)))
+    cache_kw = cache_kwarg(lm.model)
+    out = lm.model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+    )
+    last_pos = positions[:, -1]
+    for step in range(n_steps):
+        token = pick(out.logits[:, -1, :])
+        yield token
+        if step == n_steps - 1:
+            return
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        last_pos = last_pos + 1
+        out = lm.model(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=last_pos[:, None],
+            use_cache=True,
+            **{cache_kw: returned_cache(out)},
+        )
+
+
 def generate_ids(
     lm: LoadedModel,
     prompts: Sequence[Sequence[int]],
@@ -47,19 +81,13 @@ def generate_ids(
     """
     if not prompts or max_new_tokens <= 0:
         return [[] for _ in prompts]
-    device = lm.device
-    ids, mask, positions = (t.to(device) for t in left_pad(prompts, pad_id(lm)))
     generator = None if greedy else torch.Generator().manual_seed(seed)
     eos = lm.tokenizer.eos_token_id if stop_at_eos else None
-    cache_kw = cache_kwarg(lm.model)
-    out = lm.model(
-        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
-    )
     new: list[list[int]] = [[] for _ in prompts]
-    done = torch.zeros(len(prompts), dtype=torch.bool)
-    last_pos = positions[:, -1]
-    for step in range(max_new_tokens):
-        token = _choose(out.logits[:, -1, :], greedy, top_k, generator)
+    done = [False] * len(prompts)
+    for token in decode_steps(
+        lm, prompts, max_new_tokens, lambda logits: _choose(logits, greedy, top_k, generator)
+    ):
         for row, value in enumerate(token.tolist()):
             if done[row]:
                 continue
@@ -67,17 +95,8 @@ def generate_ids(
                 done[row] = True
             else:
                 new[row].append(value)
-        if bool(done.all()) or step == max_new_tokens - 1:
+        if all(done):
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        last_pos = last_pos + 1
-        out = lm.model(
-            input_ids=token[:, None],
-            attention_mask=mask,
-            position_ids=last_pos[:, None],
-            use_cache=True,
-            **{cache_kw: returned_cache(out)},
-        )
     return new
 
 

@@ -51,7 +51,7 @@ from typing import Any
 import torch
 
 from factedit.console import info, progress
-from factedit.evaluate.scoring import cache_kwarg, left_pad, pad_id, returned_cache
+from factedit.evaluate.generation import decode_steps
 from factedit.models.loading import LoadedModel
 from factedit.paths import atomic_file, atomic_write_text, cache_dir
 from factedit.stats.cache import file_lock
@@ -287,7 +287,6 @@ def sample_documents(lm: LoadedModel, rows: range, settings: SampleSettings) -> 
     return [tok.decode([*p, *n], skip_special_tokens=True) for p, n in zip(ids, new, strict=True)]
 
 
-@torch.no_grad()
 def sample_ids(
     lm: LoadedModel,
     prompts: Sequence[Sequence[int]],
@@ -295,29 +294,12 @@ def sample_ids(
     n_new: int,
     settings: SampleSettings,
 ) -> list[list[int]]:
-    """``n_new`` sampled ids per prompt: left-padded batch [B, P], KV cache, one new column
-    [B, 1] per step; row b draws from ``generators[b]``."""
-    ids, mask, positions = (t.to(lm.device) for t in left_pad(prompts, pad_id(lm)))
+    """``n_new`` sampled ids per prompt (batched, KV cache: :func:`decode_steps`); row b
+    draws from ``generators[b]``."""
     banned = torch.tensor(sorted(set(lm.tokenizer.all_special_ids)), dtype=torch.long)
-    cache_kw = cache_kwarg(lm.model)
-    out = lm.model(
-        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+    steps = list(
+        decode_steps(lm, prompts, n_new, lambda logits: draw(logits, banned, generators, settings))
     )
-    last_pos, steps = positions[:, -1], []
-    for step in range(n_new):
-        token = draw(out.logits[:, -1, :], banned, generators, settings)
-        steps.append(token)
-        if step == n_new - 1:
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        last_pos = last_pos + 1
-        out = lm.model(
-            input_ids=token[:, None],
-            attention_mask=mask,
-            position_ids=last_pos[:, None],
-            use_cache=True,
-            **{cache_kw: returned_cache(out)},
-        )
     return torch.stack(steps, dim=1).tolist()
 
 
