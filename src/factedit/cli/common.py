@@ -13,8 +13,7 @@ it.
 from __future__ import annotations
 
 import functools
-import importlib
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -48,36 +47,6 @@ METRIC_KEYS: tuple[str, ...] = (
     "paraphrase",
     "specificity",
 )
-
-
-class LazyImports:
-    """Names a CLI module uses only when a command runs, imported then (not at start-up).
-
-    ``_heavy = LazyImports(globals(), {"Editor": "factedit.editing", ...})`` in the module,
-    ``__getattr__ = _heavy.getattr`` so that ``module.Editor`` imports it on first access
-    (tests monkeypatch such names), and a command calls ``_heavy.load()`` first: it puts every
-    name that is not set yet into the module's globals (a monkeypatched one stays), so the
-    function bodies use them as ordinary globals.
-    """
-
-    def __init__(self, namespace: MutableMapping[str, Any], names: Mapping[str, str]) -> None:
-        self.namespace = namespace
-        self.names = dict(names)
-
-    def _import(self, name: str) -> Any:
-        return getattr(importlib.import_module(self.names[name]), name)
-
-    def load(self) -> None:
-        for name in self.names:
-            if name not in self.namespace:
-                self.namespace[name] = self._import(name)
-
-    def getattr(self, name: str) -> Any:
-        if name not in self.names:
-            module = self.namespace.get("__name__")
-            raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        value = self.namespace[name] = self._import(name)
-        return value
 
 
 def load_model(reference: str | None = None, **kwargs: Any) -> LoadedModel:

@@ -17,7 +17,6 @@ from factedit.cli.common import (
     DeviceOpt,
     DtypeOpt,
     LayersOpt,
-    LazyImports,
     ModelOpt,
     TrustOpt,
     announce_corpus,
@@ -27,6 +26,7 @@ from factedit.cli.common import (
 )
 from factedit.console import warn
 from factedit.errors import SpecError
+from factedit.lazy import LazyImports
 from factedit.paths import atomic_write_text
 from factedit.spec import load_spec
 

@@ -20,7 +20,6 @@ from factedit.cli.common import (
     DeviceOpt,
     DtypeOpt,
     LayersOpt,
-    LazyImports,
     ModelOpt,
     TrustOpt,
     announce_corpus,
@@ -30,6 +29,7 @@ from factedit.cli.common import (
     parse_layers,
 )
 from factedit.console import info, progress
+from factedit.lazy import LazyImports
 from factedit.paths import atomic_write_text
 from factedit.spec import SUPPORTED_METHODS, EditSpec, load_spec
 

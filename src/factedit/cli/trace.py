@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from factedit.cli.common import DeviceOpt, DtypeOpt, LazyImports, ModelOpt, TrustOpt, cli_errors
+from factedit.cli.common import DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, cli_errors
 from factedit.console import info
 from factedit.errors import FactEditError
+from factedit.lazy import LazyImports
 from factedit.paths import atomic_write_text
 
 if TYPE_CHECKING:

@@ -7,9 +7,9 @@ import load_model`` works as usual) and ``factedit --help`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from factedit.lazy import LazyImports
 from factedit.models.presets import DEFAULT_MODEL, list_presets
 
 if TYPE_CHECKING:
@@ -35,12 +35,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = LazyImports(globals(), _LAZY).getattr
 
 
 def __dir__() -> list[str]:

@@ -14,8 +14,9 @@ Names are imported on first use, so ``factedit.stats.choice`` stays light for th
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from factedit.lazy import LazyImports
 
 if TYPE_CHECKING:
     from factedit.stats.cache import clear_memo, list_cached
@@ -24,12 +25,12 @@ if TYPE_CHECKING:
     from factedit.stats.moment import second_moment, stats_key
 
 _EXPORTS = {
-    "clear_memo": "cache",
-    "list_cached": "cache",
-    "choose_corpus": "choice",
-    "resolve_corpus": "corpus",
-    "second_moment": "moment",
-    "stats_key": "moment",
+    "clear_memo": "factedit.stats.cache",
+    "list_cached": "factedit.stats.cache",
+    "choose_corpus": "factedit.stats.choice",
+    "resolve_corpus": "factedit.stats.corpus",
+    "second_moment": "factedit.stats.moment",
+    "stats_key": "factedit.stats.moment",
 }
 __all__ = [
     "choose_corpus",
@@ -41,8 +42,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = LazyImports(globals(), _EXPORTS).getattr
