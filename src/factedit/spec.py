@@ -694,8 +694,10 @@ def _layers(where: _Where, value: object) -> tuple[int, ...] | str:
 def _seed(where: _Where, value: object) -> int:
     if value is None:
         return 0
-    if not _is_int(value) or not 0 <= value < _MAX_SEED:
+    if not _is_int(value):
         raise where.error("seed", f"must be an integer in [0, 2**32), not {_type_name(value)}")
+    if not 0 <= value < _MAX_SEED:
+        raise where.error("seed", f"must be an integer in [0, 2**32), not {value}")
     return value
 
 

@@ -63,7 +63,7 @@ def three_mistakes(tmp_path: Path) -> Path:
 
 
 THREE = [
-    'facts.yaml: key "seed": must be an integer in [0, 2**32), not int',
+    'facts.yaml: key "seed": must be an integer in [0, 2**32), not -1',
     'facts.yaml: edit #0 (subject "The Eiffel Tower"), field "target_new": must be a non-empty',
     'facts.yaml: edit #2 (subject "The Louvre"), field "prompt": must contain "{}" exactly once',
 ]
@@ -94,7 +94,7 @@ def test_cli_validate_prints_every_problem_and_exits_2(tmp_path):
 def test_a_single_problem_keeps_its_one_line_message(tmp_path):
     path = write_yaml(tmp_path, {"seed": -1, "edits": [edit()]})
     exc = problems_of(lambda: load_spec(path))
-    assert str(exc) == f'{path}: key "seed": must be an integer in [0, 2**32), not int'
+    assert str(exc) == f'{path}: key "seed": must be an integer in [0, 2**32), not -1'
     assert exc.problems == (str(exc),)
     result = CliRunner().invoke(app, ["edit", "validate", str(path)])
     assert result.exit_code == 2
