@@ -1,13 +1,15 @@
 """Apply a spec's edits to a model one after another, measuring each before and after.
 
-run = apply_spec(lm, spec, editor)      # model now edited; run.applied.revert() undoes it
+run = apply_spec(lm, spec, session)     # model now edited; session.revert() undoes it
 save_edited_model(lm, out_dir, run)     # HF directory (safetensors) + spec + patch, atomic
+
+The loop is :func:`factedit.edit_loop.apply_in_order` (the one ``eval --sequential`` uses):
+every edit is measured on the unedited model and again on the model carrying all of them.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,15 @@ import yaml
 
 from factedit import __version__
 from factedit.console import progress
-from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas, save_deltas
-from factedit.editing import Editor
+from factedit.delta import WeightDelta, save_deltas
+from factedit.edit_loop import EditStep, apply_in_order
 from factedit.errors import SpecError
 from factedit.evaluate import RequestMeasurement, generate_text, measure_request, request_metrics
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
 from factedit.evaluate.verdict import Verdict, edit_verdict
 from factedit.models.loading import LoadedModel
 from factedit.paths import atomic_dir
+from factedit.session import EditSession
 from factedit.spec import EditRequest, EditSpec
 from factedit.tokens import prompt_token_ids
 
@@ -31,8 +34,19 @@ GENERATION_TOKENS = 20
 
 
 @dataclass
+class Observation:
+    """A request measured on one model state, with a greedy generation of its prompt."""
+
+    measurement: RequestMeasurement
+    generation: str
+
+
+@dataclass
 class EditRecord:
-    """One edit: measurements and a greedy generation before and after, and its deltas."""
+    """One edit: measurements and a greedy generation before and after, and its deltas.
+
+    ``status`` "applied" or "refused" (``reason`` says why; nothing was changed).
+    """
 
     request: EditRequest
     before: RequestMeasurement
@@ -41,6 +55,22 @@ class EditRecord:
     generation_after: str
     deltas: list[WeightDelta]
     seconds: float
+    status: str = "applied"
+    reason: str | None = None
+
+    @classmethod
+    def from_step(cls, step: EditStep, before: Observation, after: Observation) -> EditRecord:
+        return cls(
+            step.request,
+            before.measurement,
+            after.measurement,
+            before.generation,
+            after.generation,
+            step.deltas,
+            step.seconds,
+            step.status,
+            step.reason,
+        )
 
     @property
     def verdict(self) -> Verdict:
@@ -50,6 +80,8 @@ class EditRecord:
     def to_dict(self) -> dict[str, Any]:
         return {
             "request": self.request.to_dict(),
+            "status": self.status,
+            "reason": self.reason,
             "verdict": self.verdict.to_dict(),
             "metrics": {
                 "before": request_metrics(self.before),
@@ -66,8 +98,7 @@ class EditRecord:
 @dataclass
 class EditRun:
     spec: EditSpec
-    editor: Editor
-    applied: AppliedDeltas
+    session: EditSession
     records: list[EditRecord] = field(default_factory=list)
     fluency_probe: FluencyProbe | None = None
 
@@ -75,16 +106,25 @@ class EditRun:
     def deltas(self) -> list[WeightDelta]:
         return [d for r in self.records for d in r.deltas]
 
+    @property
+    def refused(self) -> list[EditRecord]:
+        return [r for r in self.records if r.status == "refused"]
+
     def to_dict(self, lm: LoadedModel) -> dict[str, Any]:
         return {
             "schema": "factedit.edit/1",
             "factedit": __version__,
-            "model": {"name": lm.name, "identity": lm.identity},
-            "method": self.editor.method,
-            "layers": list(self.editor.layers),
-            "layer_reason": self.editor.layer_reason,
-            "hparams": self.editor.hparams.__dict__,
-            "seed": self.editor.seed,
+            "model": {
+                "name": lm.name,
+                "identity": lm.base_identity,
+                "edited_identity": lm.identity,
+            },
+            "method": self.session.method,
+            "layers": list(self.session.layers),
+            "layer_reason": self.session.layer_reason,
+            "hparams": self.session.hparams.to_dict(),
+            "seed": self.session.seed,
+            "refused": len(self.refused),
             "edits": [r.to_dict() for r in self.records],
             "fluency_probe": None if self.fluency_probe is None else self.fluency_probe.to_dict(),
         }
@@ -122,45 +162,41 @@ def check_prompt_lengths(lm: LoadedModel, spec: EditSpec, *, offset: int = 0) ->
                 )
 
 
-def _greedy(lm: LoadedModel, prompt: str) -> str:
-    return generate_text(lm, [prompt], max_new_tokens=GENERATION_TOKENS, greedy=True)[0]
+def _observe(lm: LoadedModel, request: EditRequest) -> Observation:
+    greedy = generate_text(lm, [request.rewrite_prompt], max_new_tokens=GENERATION_TOKENS)
+    return Observation(measure_request(lm, request), greedy[0])
 
 
-def apply_spec(lm: LoadedModel, spec: EditSpec, editor: Editor, *, probe: bool = True) -> EditRun:
+def apply_spec(
+    lm: LoadedModel, spec: EditSpec, session: EditSession, *, probe: bool = True
+) -> EditRun:
     """Compute and apply every edit in order; on error, everything applied is reverted.
 
-    With ``probe``, the fluency probe (:mod:`factedit.evaluate.probe`) runs before the first
-    edit and after the last; its result is ``run.fluency_probe`` (the caller reports it).
+    A refused edit is recorded (``status`` "refused") and the others go on. With ``probe``,
+    the fluency probe (:mod:`factedit.evaluate.probe`) runs before the first edit and after
+    the last; its result is ``run.fluency_probe`` (the caller reports it).
     """
-    run = EditRun(spec=spec, editor=editor, applied=apply_deltas(lm.model, []))
+    run = EditRun(spec=spec, session=session)
     try:
         before = probe_entropy(lm) if probe else None
         with progress() as bar:
             task = bar.add_task("editing", total=len(spec.edits))
-            for request in spec.edits:
-                run.records.append(_apply_one(lm, request, editor, run.applied))
-                bar.advance(task)
+            ordered = apply_in_order(
+                session,
+                spec.edits,
+                lambda _, r: _observe(lm, r),
+                on_edit=lambda _: bar.advance(task),
+            )
         if before is not None:
             run.fluency_probe = FluencyProbe(before, probe_entropy(lm))
     except BaseException:
-        run.applied.revert()
+        session.revert()
         raise
+    run.records = [
+        EditRecord.from_step(step, b, a)
+        for step, b, a in zip(ordered.steps, ordered.before, ordered.after, strict=True)
+    ]
     return run
-
-
-def _apply_one(
-    lm: LoadedModel, request: EditRequest, editor: Editor, applied: AppliedDeltas
-) -> EditRecord:
-    """Measure, compute, apply (into ``applied``) and measure again one edit."""
-    start = time.perf_counter()
-    before = measure_request(lm, request)
-    gen_before = _greedy(lm, request.rewrite_prompt)
-    deltas = editor.compute(request)
-    apply_deltas(lm.model, deltas, into=applied)
-    after = measure_request(lm, request)
-    gen_after = _greedy(lm, request.rewrite_prompt)
-    seconds = time.perf_counter() - start
-    return EditRecord(request, before, after, gen_before, gen_after, deltas, seconds)
 
 
 def save_edited_model(lm: LoadedModel, out: Path, run: EditRun, *, overwrite: bool) -> None:
@@ -175,10 +211,11 @@ def save_edited_model(lm: LoadedModel, out: Path, run: EditRun, *, overwrite: bo
         lm.tokenizer.save_pretrained(tmp)
         resolved = run.spec.to_dict()
         resolved["model"] = lm.name
-        resolved["layers"] = list(run.editor.layers)
+        resolved["layers"] = list(run.session.layers)
         resolved["resolved"] = {
-            "identity": lm.identity,
-            "layer_reason": run.editor.layer_reason,
+            "identity": lm.base_identity,
+            "edited_identity": lm.identity,
+            "layer_reason": run.session.layer_reason,
             "factedit": __version__,
         }
         (tmp / "factedit-spec.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))

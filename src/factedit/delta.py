@@ -12,6 +12,7 @@ reversible step (the original weights are kept until ``revert``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
-from factedit.errors import NumericalError
+from factedit.errors import NumericalError, RefusedEdit
 from factedit.paths import atomic_file
 
 
@@ -48,20 +49,45 @@ class WeightDelta:
         """The full update, [rows, cols] float32."""
         return self.left.float() @ self.right.float().T
 
+    def digest(self) -> str:
+        """sha256 of the parameter name and both factors (float32 bytes), hex."""
+        h = hashlib.sha256(self.param.encode())
+        for factor in (self.left, self.right):
+            h.update(factor.detach().float().contiguous().cpu().numpy().tobytes())
+        return h.hexdigest()
+
     def check_finite(self) -> None:
         if not (torch.isfinite(self.left).all() and torch.isfinite(self.right).all()):
-            raise NumericalError(
+            raise RefusedEdit(
                 f"the update to {self.param} contains NaN/Inf ({self.meta.get('edit', '')}); "
                 "the model was not changed"
             )
 
 
+#: Attribute of a model listing (handle id, delta digest) for every delta applied through
+#: :class:`AppliedDeltas` and not yet reverted (read by :func:`applied_digest`).
+_APPLIED_ATTR = "_factedit_applied"
+
+
+def applied_digest(model: nn.Module) -> str | None:
+    """A digest of the deltas applied to ``model`` now, in order (None when there are none)."""
+    applied = getattr(model, _APPLIED_ATTR, None)
+    if not applied:
+        return None
+    return hashlib.sha256(" ".join(d for _, d in applied).encode()).hexdigest()[:16]
+
+
 class AppliedDeltas:
-    """Deltas applied to a model; ``revert()`` restores the original weights bit for bit."""
+    """Deltas applied to a model; ``revert()`` restores the original weights bit for bit.
+
+    While applied, the model carries their digests (:func:`applied_digest`), which
+    :attr:`factedit.models.loading.LoadedModel.identity` includes.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self._originals: dict[str, torch.Tensor] = {}
+        self.deltas: list[WeightDelta] = []
 
     def add(self, delta: WeightDelta) -> None:
         delta.check_finite()
@@ -76,12 +102,20 @@ class AppliedDeltas:
         with torch.no_grad():
             update = delta.dense().to(param.device)
             param.copy_((param.float() + update).to(param.dtype))
+        self.deltas.append(delta)
+        if not hasattr(self.model, _APPLIED_ATTR):
+            object.__setattr__(self.model, _APPLIED_ATTR, [])
+        getattr(self.model, _APPLIED_ATTR).append((id(self), delta.digest()))
 
     def revert(self) -> None:
+        """Restore every weight this handle changed, bit for bit."""
         with torch.no_grad():
             for name, original in self._originals.items():
                 self.model.get_parameter(name).copy_(original)
         self._originals.clear()
+        self.deltas.clear()
+        applied = getattr(self.model, _APPLIED_ATTR, [])
+        applied[:] = [(owner, d) for owner, d in applied if owner != id(self)]
 
     @property
     def params(self) -> list[str]:
@@ -130,4 +164,11 @@ def load_deltas(path: str | Path) -> list[WeightDelta]:
     ]
 
 
-__all__ = ["AppliedDeltas", "WeightDelta", "apply_deltas", "load_deltas", "save_deltas"]
+__all__ = [
+    "AppliedDeltas",
+    "WeightDelta",
+    "applied_digest",
+    "apply_deltas",
+    "load_deltas",
+    "save_deltas",
+]

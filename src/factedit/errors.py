@@ -59,6 +59,13 @@ class NumericalError(FactEditError):
     """An update contains NaN/Inf or is implausibly large; the model was not touched."""
 
 
+class RefusedEdit(NumericalError):
+    """A guard refused an edit's update (too large, not finite, C too ill-conditioned).
+
+    Reports count it as refused (``refused: N`` and a per-edit status), never as an edit.
+    """
+
+
 #: errno values that mean "no space": ENOSPC, and EDQUOT (quota exceeded) where defined.
 DISK_FULL_ERRNOS: frozenset[int] = frozenset(
     n for n in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if n is not None

@@ -74,7 +74,8 @@ def _edit_entry(outcome: EditOutcome) -> dict[str, Any]:
         "target_new": req.target_new,
         "target_true": req.target_true,
         "layers": list(outcome.layers),
-        "error": outcome.error,
+        "status": outcome.status,
+        "reason": outcome.reason,
         "timing": {"edit_s": outcome.edit_seconds, "measure_s": outcome.measure_seconds},
         "metrics": {"unedited": before, "edited": after, "delta": _delta(before, after)},
         "measurements": {
@@ -107,7 +108,8 @@ def build_report(
         "settings": {"mode": result.mode, **result.options.to_dict(), **dict(settings or {})},
         "versions": _versions(),
         "timing": dict(result.timing),
-        "n_failed": len(result.failed),
+        "refused": len(result.refused),
+        "averaged_over": len(result.counted),
         "view": list(view_for(result.kind, edited)),
         "metrics": {"unedited": unedited, "edited": edited, "delta": _delta(unedited, edited)},
         "edits": [_edit_entry(o) for o in result.outcomes],
@@ -174,7 +176,8 @@ def per_edit_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
     for entry in report["edits"]:
         before, after = entry["metrics"]["unedited"], entry["metrics"]["edited"]
         cells = [f"{_fmt(after.get(n))} ({_fmt(before.get(n))})" for n in names]
-        layers = ",".join(str(x) for x in entry["layers"]) or ("error" if entry["error"] else "–")
+        refused = entry["status"] == "refused"
+        layers = ",".join(str(x) for x in entry["layers"]) or ("refused" if refused else "–")
         rows.append([str(entry["index"]), _edit_label(entry), layers, *cells])
     return header, rows
 
@@ -200,13 +203,22 @@ def summary_table(report: Mapping[str, Any]) -> Table:
 
 
 def report_title(report: Mapping[str, Any]) -> str:
-    """One line naming model, source, number of edits, mode and method."""
+    """One line naming model, source, number of edits, mode, method (and its variant), and
+    how many edits were refused."""
     src, settings = report["source"], report["settings"]
     name = Path(src["path"]).name if src["path"] else "edits"
-    method = settings.get("method")
-    how = f"{settings['mode']}" + (f", {method}" if method and settings["mode"] != "edited" else "")
+    how = settings["mode"]
+    if settings.get("method") and settings["mode"] != "edited":
+        how += f", {method_variant(settings)}"
     n = src["n_edits"]
-    return f"{report['model']['name']} · {name} · {n} edit{'' if n == 1 else 's'} · {how}"
+    title = f"{report['model']['name']} · {name} · {n} edit{'' if n == 1 else 's'} · {how}"
+    return title + (f" · refused: {report['refused']}" if report.get("refused") else "")
+
+
+def method_variant(settings: Mapping[str, Any]) -> str:
+    """``rome (value_scale: norm)``: the method and the setting that names its variant."""
+    scale = (settings.get("hparams_resolved") or {}).get("value_scale")
+    return settings["method"] + (f" (value_scale: {scale})" if scale else "")
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int) -> list[str]:
@@ -245,7 +257,7 @@ def render_markdown(
     model = report["model"]
     lines.append(
         f"model `{model['name']}` (`{model['identity']}`), layers {layers}, "
-        f"{report['n_failed']} failed edits, {timing.get('total_s', 0.0):.0f} s "
+        f"refused: {report['refused']}, {timing.get('total_s', 0.0):.0f} s "
         f"({timing.get('edits_per_minute', 0.0):.2f} edits/min), factedit "
         f"{report['versions']['factedit']}"
     )

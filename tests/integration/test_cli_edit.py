@@ -15,12 +15,14 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-import factedit.editing
+import factedit.methods.rome
 from factedit.cli import edit as edit_cli
 from factedit.cli.main import app
-from factedit.delta import WeightDelta, load_deltas
+from factedit.delta import AppliedDeltas, WeightDelta, load_deltas
 from factedit.evaluate.probe import probe_entropy
-from factedit.methods.rome import RomeHParams
+from factedit.methods.hparams import RomeHParams
+from factedit.methods.state import MethodState
+from factedit.session import EditSession
 from factedit.testing import collapsing_delta, small_delta
 
 SPEC = """
@@ -47,7 +49,7 @@ def spec_file(tmp_path):
 @pytest.fixture
 def tiny_llama(tiny, monkeypatch, corpus_path):
     lm = tiny("llama")
-    monkeypatch.setattr("factedit.cli.common.load_model", lambda *a, **k: lm)
+    monkeypatch.setattr("factedit.models.loading.load_model", lambda *a, **k: lm)
     monkeypatch.setenv("FACTEDIT_CORPUS", str(corpus_path))
     return lm
 
@@ -97,7 +99,7 @@ def test_invalid_spec_fails_before_loading_a_model(tmp_path, monkeypatch):
     def no_model(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr("factedit.cli.common.load_model", no_model)
+    monkeypatch.setattr("factedit.models.loading.load_model", no_model)
     bad = tmp_path / "bad.yaml"
     bad.write_text(SPEC.replace("target_new: Rome", "target_new: ''"))
     result = CliRunner().invoke(app, ["edit", "apply", str(bad)])
@@ -163,7 +165,7 @@ def test_prompt_longer_than_the_context_fails_before_editing(spec_file, tiny_lla
     def no_editor(*args, **kwargs):
         raise AssertionError("an editor was made")
 
-    monkeypatch.setattr(edit_cli, "Editor", no_editor)
+    monkeypatch.setattr(edit_cli, "EditSession", no_editor)
     long = "The Eiffel Tower stands " + "near the river " * tiny_llama.max_length + "in"
     spec_file.write_text(SPEC.replace("The Eiffel Tower stands in the city of", long))
     result = CliRunner().invoke(app, ["edit", "apply", str(spec_file)])
@@ -173,16 +175,25 @@ def test_prompt_longer_than_the_context_fails_before_editing(spec_file, tiny_lla
     assert f"context is {tiny_llama.max_length}" in line
 
 
-class _FixedEditor:
-    """Stands in for Editor: returns one given delta per request (no statistics, no ROME)."""
+class _FixedSession(EditSession):
+    """An EditSession whose method returns one given delta per request (no C, no ROME)."""
 
     def __init__(self, lm, delta):
-        self.method, self.layers, self.layer_reason, self.seed = "rome", (1,), "test", 0
-        self.hparams = RomeHParams()
+        self.lm, self.method, self.layers, self.layer_reason, self.seed = (
+            lm,
+            "rome",
+            (1,),
+            "test",
+            0,
+        )
+        self.state = MethodState(RomeHParams())
+        self.applied = AppliedDeltas(lm.model)
+        self.allow_large_updates = False
         self._delta = delta
 
-    def compute(self, request):
-        return [replace(self._delta, meta={"layer": 1, "relative_norm": 0.5, "edit": 0})]
+    def compute(self, requests):
+        meta = {"layer": 1, "relative_norm": 0.5, "edit": 0}
+        return [replace(self._delta, meta=meta) for _ in requests]
 
 
 @pytest.mark.parametrize("collapse", [True, False])
@@ -192,7 +203,7 @@ def test_fluency_probe_warns_only_when_the_model_collapsed(
     lm = tiny_llama
     unedited = probe_entropy(lm)
     delta = collapsing_delta(lm) if collapse else small_delta(lm)
-    monkeypatch.setattr(edit_cli, "Editor", lambda lm, **kw: _FixedEditor(lm, delta))
+    monkeypatch.setattr(edit_cli, "EditSession", lambda lm, **kw: _FixedSession(lm, delta))
     report = tmp_path / "report.json"
     result = CliRunner().invoke(app, ["edit", "apply", str(spec_file), "--json", str(report)])
     assert result.exit_code == 0, result.output
@@ -210,7 +221,7 @@ def test_fluency_probe_warns_only_when_the_model_collapsed(
         assert warned == []
 
 
-def test_large_update_is_refused_unless_allowed(spec_file, tiny_llama, monkeypatch):
+def test_large_update_is_refused_unless_allowed(spec_file, tiny_llama, monkeypatch, tmp_path):
     lm = tiny_llama
     name = lm.arch.down_proj_weight_name(1)
     weight = lm.model.get_parameter(name)
@@ -221,14 +232,20 @@ def test_large_update_is_refused_unless_allowed(spec_file, tiny_llama, monkeypat
     assert ratio > 1.0
     big = WeightDelta(name, left, right, {"layer": 1, "relative_norm": ratio, "edit": 0})
     monkeypatch.setattr(
-        factedit.editing, "compute_rome", lambda *a, **k: SimpleNamespace(delta=big)
+        factedit.methods.rome, "compute_rome", lambda *a, **k: SimpleNamespace(delta=big)
     )
-    result = CliRunner().invoke(app, ["edit", "apply", str(spec_file)])
+    report, out = tmp_path / "report.json", tmp_path / "edited"
+    args = ["edit", "apply", str(spec_file), "--json", str(report), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     line = _error_line(result.output)
+    assert "refused: 1 of 1 edits were not applied" in line and "was not written" in line
     assert 'subject "Eiffel Tower"' in line and f"= {ratio:.2f}" in line
     assert "--allow-large-updates" in line
-    assert torch.equal(weight, original)
+    assert "REFUSED" in result.output
+    assert torch.equal(weight, original) and not out.exists()
+    written = json.loads(report.read_text())
+    assert written["refused"] == 1 and written["edits"][0]["status"] == "refused"
 
     args = ["edit", "apply", str(spec_file), "--allow-large-updates"]
     result = CliRunner().invoke(app, args)

@@ -36,7 +36,7 @@ def test_batched_scoring_matches_naive_loop_on_gemma(gemma, record):
 def _run_gate(gemma, monkeypatch, tmp_path, name: str, layers: list[int], hparams: dict, record):
     from factedit.cli.eval import eval_command
 
-    monkeypatch.setattr("factedit.cli.common.load_model", lambda ref=None, **kw: gemma)
+    monkeypatch.setattr("factedit.models.loading.load_model", lambda ref=None, **kw: gemma)
     spec = tmp_path / f"{name}.yaml"
     body = {"layers": layers, "edits": [record.to_dict()]}
     if hparams:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from factedit.delta import apply_deltas
-from factedit.editing import Editor
 from factedit.evaluate import measure_request
+from factedit.session import EditSession
 from factedit.spec import load_spec
 
 pytestmark = pytest.mark.real
@@ -29,8 +29,8 @@ def _prefers(m, group: str) -> list[bool]:
 def _edit(lm, spec, wikitext_path):
     req = spec.edits[0]
     before = measure_request(lm, req)
-    editor = Editor(lm, layers="auto", corpus=[wikitext_path], seed=spec.seed, requests=[req])
-    deltas = editor.compute(req)
+    session = EditSession(lm, layers="auto", corpus=[wikitext_path], seed=spec.seed, requests=[req])
+    deltas = session.compute([req])
     with apply_deltas(lm.model, deltas):
         after = measure_request(lm, req)
     return before, after, deltas

@@ -166,13 +166,13 @@ def test_lazy_names_cover_every_global_the_commands_use(module):
 
 
 def test_lazy_imports_keep_a_monkeypatched_name(monkeypatch):
-    from factedit.editing import Editor
+    from factedit.session import EditSession
 
-    assert edit_cli.Editor is Editor  # module attribute access imports it
+    assert edit_cli.EditSession is EditSession  # module attribute access imports it
     stand_in = object()
-    monkeypatch.setattr(edit_cli, "Editor", stand_in)
+    monkeypatch.setattr(edit_cli, "EditSession", stand_in)
     edit_cli._heavy.load()
-    assert edit_cli.Editor is stand_in
+    assert edit_cli.EditSession is stand_in
     with pytest.raises(AttributeError, match="no_such_name"):
         edit_cli.no_such_name  # noqa: B018
 

@@ -236,11 +236,11 @@ def test_c_from_the_sampled_corpus_is_symmetric_psd(env, monkeypatch, lm):
 
 
 def test_the_editor_leaves_the_count_to_the_corpus_unless_given(lm):
-    from factedit.editing import Editor
+    from factedit.session import EditSession
 
-    assert Editor(lm, layers=[1], corpus=["model"]).n_tokens is None
-    given = Editor(lm, layers=[1], hparams={"corpus": "model", "mom2_n_tokens": 300})
-    assert given.corpus == ["model"] and given.n_tokens == 300
+    assert EditSession(lm, layers=[1], corpus=["model"]).state.n_tokens is None
+    given = EditSession(lm, layers=[1], hparams={"corpus": "model", "mom2_n_tokens": 300})
+    assert given.state.corpus == ["model"] and given.state.n_tokens == 300
 
 
 def test_the_head_runs_in_bfloat16_only_while_sampling(lm):

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas
-from factedit.errors import NumericalError
+from factedit.errors import RefusedEdit
 from factedit.evaluate import measure_request, request_metrics
 from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
 from factedit.evaluate.probe import probe_entropy
@@ -23,7 +23,10 @@ from factedit.evaluate.runner import (
     run_independent,
     run_sequential,
 )
+from factedit.methods.hparams import RomeHParams
+from factedit.methods.state import MethodState
 from factedit.report import SCHEMA, build_report, render_markdown
+from factedit.session import EditSession
 from factedit.spec import EditRequest
 from factedit.testing import collapsing_delta
 
@@ -53,26 +56,33 @@ FAST = EvalOptions(generation=True, gen_length=16)
 NO_GEN = EvalOptions(generation=False)
 
 
-class RandomEditor:
-    """Stands in for factedit.editing.Editor: a seeded random rank-one ΔW per request."""
+class RandomSession(EditSession):
+    """An EditSession whose method is a seeded random rank-one ΔW per request (no ROME);
+    subjects in ``fail_on`` are refused as a guard would refuse them."""
 
     def __init__(self, lm, *, layers=(1,), scale=3.0, fail_on=(), **_):
-        self.lm = lm
+        self.lm, self.method, self.seed = lm, "random", 0
         self.layers = (1,) if layers == "auto" else tuple(layers)
         self.layer_reason = "given in the test"
+        self.state = MethodState(RomeHParams())
+        self.applied = AppliedDeltas(lm.model)
+        self.allow_large_updates = False
         self.scale = scale
         self.fail_on = set(fail_on)
         self.calls = 0
 
-    def compute(self, request: EditRequest) -> list[WeightDelta]:
+    def compute(self, requests) -> list[WeightDelta]:
+        return [self.delta_for(r) for r in requests]
+
+    def delta_for(self, request: EditRequest) -> WeightDelta:
         self.calls += 1
         if request.subject in self.fail_on:
-            raise NumericalError("update blew up")
+            raise RefusedEdit("update blew up")
         name = self.lm.arch.down_proj_weight_name(self.layers[0])
         shape = self.lm.model.get_parameter(name).shape
         g = torch.Generator().manual_seed(len(request.subject))
         left = torch.randn(shape[0], 1, generator=g) * self.scale
-        return [WeightDelta(name, left, torch.randn(shape[1], 1, generator=g))]
+        return WeightDelta(name, left, torch.randn(shape[1], 1, generator=g))
 
 
 def _state(lm) -> dict[str, torch.Tensor]:
@@ -87,15 +97,15 @@ def _assert_bit_exact(lm, state) -> None:
 def test_independent_run_restores_every_weight_and_measures_each_edit_alone(tiny):
     lm = tiny("llama")
     state = _state(lm)
-    editor = RandomEditor(lm)
+    editor = RandomSession(lm)
     result = run_independent(lm, EDITS, editor, kind="counterfact", options=FAST)
     _assert_bit_exact(lm, state)
-    assert editor.calls == 2 and not result.failed
+    assert editor.calls == 2 and not result.refused
     for outcome, req in zip(result.outcomes, EDITS, strict=True):
         assert outcome.metrics_unedited == request_metrics(
             measure_request(lm, req, generation=True, seed=outcome.index, gen_length=16)
         )
-        with apply_deltas(lm.model, editor.compute(req)):
+        with apply_deltas(lm.model, editor.compute([req])):
             alone = measure_request(lm, req, generation=True, seed=outcome.index, gen_length=16)
         assert outcome.metrics_edited == request_metrics(alone)
         assert outcome.metrics_edited != outcome.metrics_unedited
@@ -107,29 +117,40 @@ def test_independent_run_detects_a_revert_that_is_not_exact(tiny, monkeypatch):
     lm = tiny("gpt2")
     monkeypatch.setattr(AppliedDeltas, "revert", lambda self: None)
     with pytest.raises(RuntimeError, match="bit for bit"):
-        run_independent(lm, EDITS[:1], RandomEditor(lm), options=EvalOptions(generation=False))
+        run_independent(lm, EDITS[:1], RandomSession(lm), options=EvalOptions(generation=False))
 
 
 def test_sequential_run_accumulates_then_restores(tiny):
     lm = tiny("gemma3_text")
     state = _state(lm)
-    editor = RandomEditor(lm)
+    editor = RandomSession(lm)
     options = EvalOptions(generation=False)
     result = run_sequential(lm, EDITS, editor, options=options)
     _assert_bit_exact(lm, state)
-    both = editor.compute(EDITS[0]) + editor.compute(EDITS[1])
+    both = editor.compute(EDITS)
     with apply_deltas(lm.model, both):
         final = [request_metrics(measure_request(lm, r)) for r in EDITS]
     assert [o.metrics_edited for o in result.outcomes] == final
     assert result.mode == "sequential"
 
 
-def test_failed_edit_is_recorded_not_fatal(tiny):
+@pytest.mark.parametrize("run", [run_independent, run_sequential])
+def test_refused_edit_is_counted_and_kept_out_of_the_averages(tiny, run):
     lm = tiny("llama")
-    editor = RandomEditor(lm, fail_on={"Michael Jordan"})
-    result = run_independent(lm, EDITS, editor, options=EvalOptions(generation=False))
-    assert [o.error is not None for o in result.outcomes] == [False, True]
-    assert result.outcomes[1].metrics_edited == result.outcomes[1].metrics_unedited
+    editor = RandomSession(lm, fail_on={"Michael Jordan"})
+    result = run(lm, EDITS, editor, options=EvalOptions(generation=False))
+    assert [o.status for o in result.outcomes] == ["applied", "refused"]
+    assert result.outcomes[1].reason == "update blew up"
+    assert [o.index for o in result.refused] == [1]
+    # the averages are over the applied edit alone, not over an "unedited" refused one
+    assert result.edited["es"] == result.outcomes[0].metrics_edited["es"]
+    assert result.unedited["es"] == result.outcomes[0].metrics_unedited["es"]
+    assert result.edited["ns"] == result.outcomes[0].metrics_edited["ns"]
+    report = build_report(result, model=lm, source="x.yaml")
+    assert report["refused"] == 1
+    assert [e["status"] for e in report["edits"]] == ["applied", "refused"]
+    assert report["edits"][1]["reason"] == "update blew up"
+    assert "refused: 1" in render_markdown(report)
 
 
 def test_run_edited_compares_two_models(tiny):
@@ -153,12 +174,12 @@ def test_gate_parsing_and_shortfalls():
 
 def test_report_schema_keys(tiny):
     lm = tiny("llama")
-    result = run_independent(lm, EDITS, RandomEditor(lm), options=FAST)
+    result = run_independent(lm, EDITS, RandomSession(lm), options=FAST)
     report = build_report(result, model=lm, source="x.yaml", settings={"method": "rome"})
     assert report["schema"] == SCHEMA
     assert set(report) >= {
         "schema", "created", "source", "model", "settings", "versions", "timing", "metrics",
-        "edits", "view", "n_failed",
+        "edits", "view", "refused",
     }  # fmt: skip
     assert set(report["versions"]) >= {"factedit", "torch", "transformers"}
     assert report["model"]["identity"] == lm.identity
@@ -179,15 +200,16 @@ def test_report_schema_keys(tiny):
 @pytest.fixture
 def cli(tiny, monkeypatch, tmp_path):
     """Run ``factedit eval`` on a tiny model with the random editor; returns (invoke, spec)."""
-    import factedit.editing
+    import factedit.session
     from factedit.cli.eval import eval_command
 
     lm = tiny("llama")
     models = {"edited-dir": tiny("llama", seed=5)}
     monkeypatch.setattr(
-        "factedit.cli.common.load_model", lambda ref=None, **kw: models.get(Path(str(ref)).name, lm)
+        "factedit.models.loading.load_model",
+        lambda ref=None, **kw: models.get(Path(str(ref)).name, lm),
     )
-    monkeypatch.setattr(factedit.editing, "Editor", RandomEditor)
+    monkeypatch.setattr(factedit.session, "EditSession", RandomSession)
     app = typer.Typer()
     app.command("eval")(eval_command)
     app.callback()(lambda: None)
@@ -259,7 +281,7 @@ def test_cli_passes_the_specs_architecture_map_to_the_loader(cli, tmp_path, monk
     invoke, _, lm = cli
     seen = []
     monkeypatch.setattr(
-        "factedit.cli.common.load_model", lambda ref=None, **kw: seen.append(kw) or lm
+        "factedit.models.loading.load_model", lambda ref=None, **kw: seen.append(kw) or lm
     )
     mapping = {"layers": "model.layers", "down_proj": "mlp.down_proj"}
     spec = tmp_path / "mapped.yaml"
@@ -306,7 +328,7 @@ def test_cli_ctrl_c_during_a_report_write_leaves_no_partial_file(
 
 @pytest.mark.parametrize("field", ["prompt", "paraphrases", "neighborhood", "generation_prompts"])
 def test_cli_prompt_longer_than_the_context_fails_before_editing(cli, tmp_path, monkeypatch, field):
-    import factedit.editing
+    import factedit.session
 
     invoke, _, lm = cli
     long = "Michael Jordan " + "and the tower " * lm.max_length + "is in"
@@ -318,7 +340,7 @@ def test_cli_prompt_longer_than_the_context_fails_before_editing(cli, tmp_path, 
     def no_editing(*args, **kwargs):
         raise AssertionError("an editor was made")
 
-    monkeypatch.setattr(factedit.editing, "Editor", no_editing)
+    monkeypatch.setattr(factedit.session, "EditSession", no_editing)
     state = _state(lm)
     for offset in (0, 1):  # edits are numbered from the start of the file
         result = invoke(spec, "--no-generation", "--offset", offset)
@@ -330,32 +352,34 @@ def test_cli_prompt_longer_than_the_context_fails_before_editing(cli, tmp_path, 
     _assert_bit_exact(lm, state)
 
 
-class CollapsingEditor(RandomEditor):
+class CollapsingSession(RandomSession):
     """Every request gets the same model-destroying update (factedit.testing)."""
 
-    def compute(self, request: EditRequest) -> list[WeightDelta]:
+    def delta_for(self, request: EditRequest) -> WeightDelta:
         self.calls += 1
-        return [collapsing_delta(self.lm)]
+        return collapsing_delta(self.lm)
 
 
 def test_sequential_fluency_probe_catches_a_collapsed_model_and_restores_it(tiny):
     lm = tiny("llama")
     state = _state(lm)
     unedited = probe_entropy(lm)
-    result = run_sequential(lm, EDITS, CollapsingEditor(lm), options=NO_GEN, probe=True)
+    result = run_sequential(lm, EDITS, CollapsingSession(lm), options=NO_GEN, probe=True)
     assert result.fluency_probe.before == unedited > 250
     assert result.fluency_probe.after < 1.0 and result.fluency_probe.collapsed
     _assert_bit_exact(lm, state)
     assert probe_entropy(lm) == unedited
-    assert run_sequential(lm, EDITS, RandomEditor(lm), options=NO_GEN).fluency_probe is None
+    assert run_sequential(lm, EDITS, RandomSession(lm), options=NO_GEN).fluency_probe is None
 
 
 def test_cli_sequential_reports_the_fluency_probe(cli, tmp_path, monkeypatch):
-    import factedit.editing
+    import factedit.session
 
     invoke, spec, _ = cli
     out = tmp_path / "seq.json"
-    monkeypatch.setattr(factedit.editing, "Editor", functools.partial(RandomEditor, scale=1e-3))
+    monkeypatch.setattr(
+        factedit.session, "EditSession", functools.partial(RandomSession, scale=1e-3)
+    )
     result = invoke(spec, "--no-generation", "--json", out)
     assert result.exit_code == 0, result.output
     probe = json.loads(out.read_text())["fluency_probe"]
@@ -363,7 +387,7 @@ def test_cli_sequential_reports_the_fluency_probe(cli, tmp_path, monkeypatch):
     assert probe["after"] == pytest.approx(probe["before"], rel=0.05) and not probe["collapsed"]
     assert not [x for x in result.output.splitlines() if x.startswith("warning:")]
 
-    monkeypatch.setattr(factedit.editing, "Editor", CollapsingEditor)
+    monkeypatch.setattr(factedit.session, "EditSession", CollapsingSession)
     result = invoke(spec, "--no-generation", "--json", out)
     assert result.exit_code == 0, result.output
     probe = json.loads(out.read_text())["fluency_probe"]

@@ -8,11 +8,11 @@ import torch
 
 import factedit.models.presets as presets
 from factedit.delta import apply_deltas
-from factedit.editing import resolve_layers
 from factedit.models import load_model
 from factedit.models.identity import weight_fingerprints
 from factedit.models.presets import Preset
 from factedit.testing import small_delta
+from factedit.trace.recommend import resolve_layers
 
 
 def _saved(lm, path):

@@ -13,16 +13,13 @@ import pytest
 import torch
 
 from factedit.delta import WeightDelta, apply_deltas, load_deltas, save_deltas
-from factedit.editing import Editor
 from factedit.errors import NumericalError
 from factedit.hooks import Trace
-from factedit.methods.rome import (
-    RomeHParams,
-    compute_key,
-    compute_rome,
-    compute_value,
-    rank_one_delta,
-)
+from factedit.methods.hparams import RomeHParams
+from factedit.methods.rank_one import compute_key, rank_one_delta
+from factedit.methods.rome import compute_rome
+from factedit.methods.value import HookSite, ValueBatch, optimise_values
+from factedit.session import EditSession
 from factedit.spec import EditRequest
 from factedit.testing import TINY_MODEL_TYPES
 
@@ -43,11 +40,18 @@ def _digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def value_of(lm, request, layer, templates, hp, *, prefix=True):
+    """(v* [d_out], log) of one request at W's output, as ROME computes it."""
+    batch = ValueBatch.build(lm, [request], templates)
+    result = optimise_values(lm, batch, HookSite.down_proj(lm, layer), hp, prefix=prefix)[0]
+    return result.v_star, result.log
+
+
 @pytest.fixture
 def editor_for(tiny, corpus_path):
-    def make(model_type: str, layer: int = 1) -> Editor:
+    def make(model_type: str, layer: int = 1) -> EditSession:
         lm = tiny(model_type)
-        return Editor(lm, layers=[layer], hparams=FAST, corpus=[corpus_path])
+        return EditSession(lm, layers=[layer], hparams=FAST, corpus=[corpus_path])
 
     return make
 
@@ -55,12 +59,12 @@ def editor_for(tiny, corpus_path):
 @pytest.mark.parametrize("model_type", TINY_MODEL_TYPES)
 def test_rome_algebra(editor_for, model_type):
     editor = editor_for(model_type)
-    lm, layer = editor.lm, editor.layer
+    lm, layer = editor.lm, editor.layers[0]
     before = _digest(lm.model)
-    C = editor.statistics(layer)
-    templates = editor.templates()
+    C = editor.state.second_moment(lm, layer)
+    templates = editor.state.templates(lm)
     k = compute_key(lm, REQUEST, layer, templates)
-    v, log = compute_value(lm, REQUEST, layer, templates, editor.hparams)
+    v, log = value_of(lm, REQUEST, layer, templates, editor.hparams)
     delta, norms = rank_one_delta(lm, layer, C, k, v)
     assert _digest(lm.model) == before, "computing an update must not change the model"
 
@@ -69,7 +73,7 @@ def test_rome_algebra(editor_for, model_type):
     assert dense.shape == weight.shape
     singular = torch.linalg.svdvals(dense.double())
     assert singular[0] > 0 and singular[1] / singular[0] < 1e-5  # rank one
-    assert log["steps"] >= 1 and len(log["nll"]) == log["steps"]
+    assert log["steps"] >= 1 and len(log["losses"]) == log["steps"]
 
     with apply_deltas(lm.model, [delta]):
         out = lm.arch.down_proj(layer)(k[None])[0]
@@ -89,9 +93,9 @@ def test_conv1d_orientation_detected_by_type(tiny):
 def test_update_uses_same_averaged_key_everywhere(editor_for):
     """r-ROME: ΔW k* = v* − W k* exactly for the averaged k*, not for the bare-prompt key."""
     editor = editor_for("llama")
-    lm, layer = editor.lm, editor.layer
-    C = editor.statistics(layer)
-    k = compute_key(lm, REQUEST, layer, editor.templates())
+    lm, layer = editor.lm, editor.layers[0]
+    C = editor.state.second_moment(lm, layer)
+    k = compute_key(lm, REQUEST, layer, editor.state.templates(lm))
     k_bare = compute_key(lm, REQUEST, layer, ["{}"])
     v = torch.randn(lm.arch.down_proj_weight(layer).shape[0])
     delta, _ = rank_one_delta(lm, layer, C, k, v)
@@ -132,7 +136,7 @@ def test_sequential_revert_restores_original(tiny):
     assert torch.equal(lm.arch.down_proj_weight(2), original)
 
 
-def test_hparams_overrides_ignore_non_rome_keys():
+def test_hparams_overrides_apply_the_given_keys():
     hp = RomeHParams.from_overrides({"v_lr": 0.1, "kl_factor": 0})
     assert hp.v_lr == 0.1 and hp.kl_factor == 0 and hp.v_num_grad_steps == 20
 
@@ -145,23 +149,24 @@ SUBJECT_FIRST = EditRequest(subject="Paris", prompt="{} is the capital of", targ
 def test_fast_value_matches_full_forward(editor_for, model_type, layer):
     """Cached prefixes, skipped lower layers and sparse logits give the plain loop's v*."""
     editor = editor_for(model_type, layer=layer)
-    templates = editor.templates()
+    templates = editor.state.templates(editor.lm)
     assert len(set(templates)) > 2, "rows need prefixes of different lengths"
     for request in (REQUEST, SUBJECT_FIRST):
-        fast, log_fast = compute_value(editor.lm, request, layer, templates, editor.hparams)
-        slow, log_slow = compute_value(
-            editor.lm, request, layer, templates, editor.hparams, fast=False
+        fast, log_fast = value_of(editor.lm, request, layer, templates, editor.hparams)
+        slow, log_slow = value_of(
+            editor.lm, request, layer, templates, editor.hparams, prefix=False
         )
         assert torch.allclose(fast, slow, atol=1e-4, rtol=1e-4)
-        assert log_fast["nll"] == pytest.approx(log_slow["nll"], rel=1e-4)
+        totals = [step["total"] for step in log_fast["losses"]]
+        assert totals == pytest.approx([step["total"] for step in log_slow["losses"]], rel=1e-4)
 
 
 def test_fast_value_without_any_prefix(editor_for):
     """A one-token subject first in a BOS-less prompt leaves nothing to cache."""
     editor = editor_for("gpt2", layer=1)
     hp = editor.hparams
-    fast, _ = compute_value(editor.lm, SUBJECT_FIRST, 1, ["{}"], hp)
-    slow, _ = compute_value(editor.lm, SUBJECT_FIRST, 1, ["{}"], hp, fast=False)
+    fast, _ = value_of(editor.lm, SUBJECT_FIRST, 1, ["{}"], hp)
+    slow, _ = value_of(editor.lm, SUBJECT_FIRST, 1, ["{}"], hp, prefix=False)
     assert torch.allclose(fast, slow, atol=1e-4, rtol=1e-4)
 
 
@@ -170,8 +175,8 @@ def test_same_seed_gives_bit_identical_update(tiny, corpus_path):
     digests = []
     for _ in range(2):
         lm = tiny("llama")
-        editor = Editor(lm, layers=[1], hparams=FAST, corpus=[corpus_path], seed=3)
-        (delta,) = editor.compute(REQUEST)
+        editor = EditSession(lm, layers=[1], hparams=FAST, corpus=[corpus_path], seed=3)
+        (delta,) = editor.compute([REQUEST])
         with apply_deltas(lm.model, [delta]):
             digests.append(_digest(lm.model))
     assert digests[0] == digests[1]
@@ -179,7 +184,7 @@ def test_same_seed_gives_bit_identical_update(tiny, corpus_path):
 
 @pytest.mark.parametrize(("model_type", "normed"), [("gemma3_text", True), ("llama", False)])
 def test_mlp_output_norm_makes_the_value_scale_free(tiny, model_type, normed):
-    """The premise of match_output_scale: behind a post-MLP norm, c·v and v give the same
+    """The premise of norm_matched_value: behind a post-MLP norm, c·v and v give the same
     logits; without one they do not."""
     lm = tiny(model_type)
     assert lm.arch.mlp_output_is_normed() is normed
@@ -203,13 +208,14 @@ def test_mlp_output_norm_makes_the_value_scale_free(tiny, model_type, normed):
 def test_normed_value_is_rescaled_to_the_current_output(editor_for):
     """Gemma-style models: v* takes ‖W k*‖, keeps its direction, and ‖ΔW‖ shrinks."""
     editor = editor_for("gemma3_text")
-    lm, layer = editor.lm, editor.layer
-    C, templates = editor.statistics(layer), editor.templates()
-    hp = replace(editor.hparams, clamp_norm_factor=8.0)
-    rescaled = compute_rome(lm, REQUEST, layer, C, templates, hp)
-    kept = compute_rome(lm, REQUEST, layer, C, templates, replace(hp, rescale_normed_value=False))
+    lm, layer, state = editor.lm, editor.layers[0], editor.state
+    state.hparams = replace(editor.hparams, clamp_norm_factor=8.0)
+    rescaled = compute_rome(lm, REQUEST, layer, state)
+    state.hparams = replace(state.hparams, value_scale="none")
+    kept = compute_rome(lm, REQUEST, layer, state)
     factor = rescaled.delta.meta["v_rescaled_by"]
     assert kept.delta.meta["v_rescaled_by"] == 1.0
+    assert (rescaled.delta.meta["value_scale"], kept.delta.meta["value_scale"]) == ("norm", "none")
     assert torch.allclose(rescaled.v_star * factor, kept.v_star, rtol=1e-5, atol=1e-5)
     current = lm.arch.down_proj(layer)(rescaled.k_star[None])[0]
     assert float(rescaled.v_star.norm()) == pytest.approx(float(current.norm()), rel=1e-5)
@@ -218,7 +224,6 @@ def test_normed_value_is_rescaled_to_the_current_output(editor_for):
 
 def test_unnormed_value_is_left_alone(editor_for):
     editor = editor_for("llama")
-    layer = editor.layer
-    C, templates = editor.statistics(layer), editor.templates()
-    result = compute_rome(editor.lm, REQUEST, layer, C, templates, editor.hparams)
+    result = compute_rome(editor.lm, REQUEST, editor.layers[0], editor.state)
     assert result.delta.meta["v_rescaled_by"] == 1.0
+    assert result.delta.meta["value_scale"] == "none"  # nothing normalises llama's MLP output

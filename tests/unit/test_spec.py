@@ -1,4 +1,7 @@
-"""Tests for factedit.spec: YAML / CounterFact / zsRE edit specs and their error messages."""
+"""Tests for factedit.spec: YAML / CounterFact / zsRE edit specs and their error messages.
+
+The flattened (mass-editing) CounterFact layout is tested in test_spec_mass.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import dataclasses
 import json
 import subprocess
 import sys
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,13 +22,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from factedit.errors import SpecError
-from factedit.spec import (
-    HPARAM_KEYS,
-    EditRequest,
-    EditSpec,
-    load_spec,
-    load_spec_text,
-    spec_from_dict,
+from factedit.methods.hparams import RomeHParams
+from factedit.spec import EditRequest, EditSpec, load_spec, load_spec_text, spec_from_dict
+from spec_helpers import (
+    base_edit,
+    base_spec,
+    read_records,
+    spec_error,
+    tree_paths,
+    write_json,
+    write_yaml,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,56 +43,9 @@ EIFFEL_LABEL = 'edit #0 (subject "The Eiffel Tower")'
 # --------------------------------------------------------------------------- helpers
 
 
-def base_edit(**overrides: Any) -> dict[str, Any]:
-    edit: dict[str, Any] = {
-        "subject": "The Eiffel Tower",
-        "prompt": "{} is located in the city of",
-        "target_new": "Rome",
-        "target_true": "Paris",
-        "paraphrases": ["The Eiffel Tower stands in the city of"],
-        "neighborhood": ["The Louvre is located in the city of"],
-    }
-    edit.update(overrides)
-    return edit
-
-
-def base_spec(*edits: dict[str, Any], **top: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {"edits": list(edits) if edits else [base_edit()]}
-    data.update(top)
-    return data
-
-
-def write_yaml(tmp_path: Path, data: Any, name: str = "facts.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def spec_error(action: Callable[[], Any], *parts: str) -> str:
-    """Run ``action``, expect a one-line SpecError containing every part; return the message."""
-    with pytest.raises(SpecError) as info:
-        action()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for part in parts:
-        assert part in message, f"{part!r} not in {message!r}"
-    return message
-
-
 def load_error(tmp_path: Path, data: Any, *parts: str) -> str:
     path = write_yaml(tmp_path, data)
     return spec_error(lambda: load_spec(path), "facts.yaml", *parts)
-
-
-def write_json(tmp_path: Path, data: Any, name: str) -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a benchmark JSON file (a list of objects)."""
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -178,30 +139,47 @@ def test_braces_in_paraphrases_and_generation_prompts_become_the_subject() -> No
     assert req.generation_prompts == ("The Eiffel Tower is",)
 
 
+ROME_TYPES: dict[str, Any] = typing.get_type_hints(RomeHParams)
+
+
+def other_hparam(name: str) -> Any:
+    """A valid value for RomeHParams field ``name`` other than its default, as YAML gives it
+    (numbers of float fields as integers, tuples as lists), chosen by the field's type."""
+    field = {f.name: f for f in dataclasses.fields(RomeHParams)}[name]
+    kind, default = ROME_TYPES[name], field.default
+    choices = field.metadata.get("choices") or ()
+    if choices:
+        return next(choice for choice in choices if choice != default)
+    if kind is bool:
+        return not default
+    if kind in (int, float):
+        return int(default) + 1
+    if typing.get_origin(kind) is tuple:
+        return [*default, default[-1] + 1]
+    return "wikitext" if default is None else f"{default}-other"
+
+
+def runtime_type(kind: Any) -> Any:
+    """What ``isinstance`` accepts for an annotation (``tuple[int, ...]`` -> ``tuple``)."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return kind
+    return origin or kind
+
+
 def test_full_settings_are_read() -> None:
-    hparams = {
-        "v_num_grad_steps": 20,
-        "v_lr": 0.5,
-        "v_weight_decay": 0.5,
-        "clamp_norm_factor": 4,
-        "kl_factor": 0.0625,
-        "nll_stop": 0.05,
-        "context_template_lengths": [5, 10],
-        "context_templates_per_length": 10,
-        "mom2_n_tokens": 100000,
-        "mom2_dtype": "float64",
-        "corpus": "wikitext",
-        "rescale_normed_value": False,
-    }
-    assert set(hparams) == set(HPARAM_KEYS)
+    hparams = {name: other_hparam(name) for name in RomeHParams.names()}
     data = base_spec(model="some/unknown-model", method="rome", layers=[6], seed=7, hparams=hparams)
     spec = spec_from_dict(data)
     assert spec.model == "some/unknown-model"
     assert spec.layers == (6,) and spec.seed == 7
-    assert spec.hparams["context_template_lengths"] == (5, 10)
-    assert spec.hparams["clamp_norm_factor"] == 4.0
-    for key, kind in HPARAM_KEYS.items():
-        assert isinstance(spec.hparams[key], kind), key
+    assert set(spec.hparams) == set(RomeHParams.names())
+    lengths = hparams["context_template_lengths"]
+    assert spec.hparams["context_template_lengths"] == tuple(lengths)
+    assert spec.hparams["clamp_norm_factor"] == float(hparams["clamp_norm_factor"])
+    for name in RomeHParams.names():
+        assert isinstance(spec.hparams[name], runtime_type(ROME_TYPES[name])), name
+        assert spec.hparams[name] != getattr(RomeHParams(), name), name
     assert spec_from_dict(spec.to_dict()) == spec
 
 
@@ -323,7 +301,9 @@ def test_non_string_key_is_unknown(tmp_path: Path) -> None:
         ({"hparams": {"v_lr": True}}, 'key "hparams.v_lr"'),
         ({"hparams": {"kl_factor": float("nan")}}, 'key "hparams.kl_factor"'),
         ({"hparams": {"kl_factor": -1}}, 'key "hparams.kl_factor"'),
-        ({"hparams": {"nll_stop": 10**400}}, 'key "hparams.nll_stop"'),
+        ({"hparams": {"loss_stop": 10**400}}, 'key "hparams.loss_stop"'),
+        ({"hparams": {"value_scale": "half"}}, 'key "hparams.value_scale"'),
+        ({"hparams": {"value_scale": False}}, 'key "hparams.value_scale"'),
         ({"hparams": {"mom2_dtype": "float16"}}, 'key "hparams.mom2_dtype"'),
         ({"hparams": {"context_template_lengths": 5}}, "hparams.context_template_lengths"),
         (
@@ -658,7 +638,7 @@ PLAUSIBLE_KEYS = [
     "case_id",
     "relation_id",
     "answer",
-    *HPARAM_KEYS,
+    *RomeHParams.names(),
 ]
 PLAUSIBLE_TEXT = ["rome", "memit", "auto", "{}", "{} is in", "X", "X {} Y", "", " ", "{}{}"]
 
@@ -701,7 +681,7 @@ def mutated_specs(draw: st.DrawFn) -> Any:
     """A valid spec with up to three fields replaced, deleted or added."""
     data = copy.deepcopy(VALID_SPEC)
     for _ in range(draw(st.integers(min_value=0, max_value=3))):
-        paths = _paths(data, []) if isinstance(data, (dict, list)) else []
+        paths = tree_paths(data) if isinstance(data, (dict, list)) else []
         if not paths:
             break
         path = draw(st.sampled_from(paths))
@@ -717,7 +697,7 @@ def mutated_specs(draw: st.DrawFn) -> Any:
     return data
 
 
-def _get(node: Any, path: list[Any]) -> Any:
+def _get(node: Any, path: tuple[Any, ...]) -> Any:
     for step in path:
         node = node[step]
     return node
@@ -797,7 +777,7 @@ def test_load_spec_text_of_random_text_never_crashes(text: str) -> None:
     _accepts_or_spec_error(lambda: load_spec_text(text))
 
 
-def _mutate(record: Any, path: list[Any], value: Any) -> Any:
+def _mutate(record: Any, path: tuple[Any, ...], value: Any) -> Any:
     """Replace (or delete, when value is the sentinel) the item at ``path`` in a copy."""
     record = copy.deepcopy(record)
     target = record
@@ -811,16 +791,6 @@ def _mutate(record: Any, path: list[Any], value: Any) -> Any:
 
 
 _DELETE = object()
-
-
-def _paths(node: Any, prefix: list[Any]) -> list[list[Any]]:
-    found: list[list[Any]] = []
-    items = node.items() if isinstance(node, dict) else enumerate(node)
-    for key, child in items:
-        found.append([*prefix, key])
-        if isinstance(child, (dict, list)):
-            found.extend(_paths(child, [*prefix, key]))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -845,7 +815,7 @@ def test_mutated_benchmark_records_never_crash(
     value: Any,
 ) -> None:
     record = first_records[which]
-    path = data.draw(st.sampled_from(_paths(record, [])))
+    path = data.draw(st.sampled_from(tree_paths(record)))
     try:
         text = json.dumps([_mutate(record, path, value)])
     except ValueError:

@@ -8,7 +8,6 @@ its own one-line message. ``factedit edit validate`` prints each on an ``error:`
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +20,7 @@ from typer.testing import CliRunner
 from factedit.cli.main import app
 from factedit.errors import SpecError
 from factedit.spec import EditSpec, load_spec, load_spec_text, spec_from_dict
-
-
-def edit(subject: str = "The Eiffel Tower", **overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "subject": subject,
-        "prompt": "{} is located in the city of",
-        "target_new": "Rome",
-        "target_true": "Paris",
-        "paraphrases": [f"Where is {subject}? In the city of"],
-    }
-    data.update(overrides)
-    return data
-
-
-def write_yaml(tmp_path: Path, data: Any, name: str = "facts.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def problems_of(action) -> SpecError:
-    with pytest.raises(SpecError) as info:
-        action()
-    return info.value
+from spec_helpers import base_edit, problems_of, read_records, tree_paths, write_json, write_yaml
 
 
 def three_mistakes(tmp_path: Path) -> Path:
@@ -54,9 +30,9 @@ def three_mistakes(tmp_path: Path) -> Path:
         {
             "seed": -1,
             "edits": [
-                edit("The Eiffel Tower", target_new=""),
-                edit("Big Ben"),
-                edit("The Louvre", prompt="The Louvre is in"),
+                base_edit("The Eiffel Tower", target_new=""),
+                base_edit("Big Ben"),
+                base_edit("The Louvre", prompt="The Louvre is in"),
             ],
         },
     )
@@ -92,7 +68,7 @@ def test_cli_validate_prints_every_problem_and_exits_2(tmp_path):
 
 
 def test_a_single_problem_keeps_its_one_line_message(tmp_path):
-    path = write_yaml(tmp_path, {"seed": -1, "edits": [edit()]})
+    path = write_yaml(tmp_path, {"seed": -1, "edits": [base_edit()]})
     exc = problems_of(lambda: load_spec(path))
     assert str(exc) == f'{path}: key "seed": must be an integer in [0, 2**32), not -1'
     assert exc.problems == (str(exc),)
@@ -101,33 +77,37 @@ def test_a_single_problem_keeps_its_one_line_message(tmp_path):
     assert [x for x in result.output.splitlines() if x.startswith("error:")] == [f"error: {exc}"]
 
 
-def test_every_setting_unknown_key_and_hparam_is_checked(tmp_path):
-    data = {
-        "model": 3,
-        "method": "memit",
-        "layers": [1, 1],
-        "seed": "x",
-        "hparams": {"v_lr": -1, "kl_factr": 0.1, "mom2_dtype": "float16"},
-        "architecture": {"mlp": "", "bogus": "x"},
-        "colour": "red",
-        "edits": [edit()],
-    }
-    exc = problems_of(lambda: spec_from_dict(data))
-    keys = [
-        '"colour"',
-        'key "model"',
-        'key "method"',
-        'key "layers"',
-        'key "seed"',
-        '"hparams.kl_factr"',
-        'key "hparams.v_lr"',
-        'key "hparams.mom2_dtype"',
-        '"architecture.bogus"',
-        'key "architecture.mlp"',
-    ]
+BAD_SETTINGS: dict[str, Any] = {
+    "model": 3,
+    "layers": [1, 1],
+    "seed": "x",
+    "hparams": {"v_lr": -1, "kl_factr": 0.1, "mom2_dtype": "float16"},
+    "architecture": {"mlp": "", "bogus": "x"},
+    "colour": "red",
+    "edits": [base_edit()],
+}
+SETTING_KEYS = ['"colour"', 'key "model"', 'key "layers"', 'key "seed"']
+ARCH_PROBLEMS = ['"architecture.bogus"', 'key "architecture.mlp"']
+
+
+def assert_problem_keys(exc: SpecError, keys: list[str]) -> None:
+    """One problem per key, in order, each a ``<spec>`` line naming its key."""
     assert len(exc.problems) == len(keys), exc
     for problem, key in zip(exc.problems, keys, strict=True):
         assert problem.startswith("<spec>: ") and key in problem, problem
+
+
+def test_every_setting_unknown_key_and_hparam_is_checked():
+    exc = problems_of(lambda: spec_from_dict(BAD_SETTINGS))
+    hparams = ['"hparams.kl_factr"', 'key "hparams.v_lr"', 'key "hparams.mom2_dtype"']
+    assert_problem_keys(exc, [*SETTING_KEYS, *ARCH_PROBLEMS, *hparams])
+
+
+def test_a_bad_method_leaves_only_the_hparams_unchecked():
+    # The method's hyper-parameter dataclass is the schema: without a method there is none.
+    exc = problems_of(lambda: spec_from_dict(BAD_SETTINGS | {"method": "memit"}))
+    keys = ['"colour"', 'key "model"', 'key "method"', 'key "layers"', 'key "seed"']
+    assert_problem_keys(exc, [*keys, *ARCH_PROBLEMS])
 
 
 def test_every_field_of_one_edit_is_checked():
@@ -155,7 +135,7 @@ def test_every_field_of_one_edit_is_checked():
 
 
 def test_a_misspelt_required_key_is_one_problem_not_two():
-    data = edit()
+    data = base_edit()
     data["targt_new"] = data.pop("target_new")
     exc = problems_of(lambda: spec_from_dict({"edits": [data]}))
     assert exc.problems == (
@@ -168,12 +148,18 @@ def test_a_misspelt_required_key_is_one_problem_not_two():
 
 def test_checks_that_need_a_failed_field_are_skipped():
     # The subject fails: its paraphrase is not also reported as lacking it.
-    exc = problems_of(lambda: spec_from_dict({"edits": [edit("a{}b", paraphrases=["x"])]}))
+    exc = problems_of(lambda: spec_from_dict({"edits": [base_edit("a{}b", paraphrases=["x"])]}))
     assert len(exc.problems) == 1 and 'field "subject": must not contain "{}"' in str(exc)
 
 
 def test_duplicates_and_conflicts_are_all_reported_beside_field_problems():
-    edits = [edit("A"), edit("A"), edit("B"), edit("B", target_new="Oslo"), edit("C", prompt=1)]
+    edits = [
+        base_edit("A"),
+        base_edit("A"),
+        base_edit("B"),
+        base_edit("B", target_new="Oslo"),
+        base_edit("C", prompt=1),
+    ]
     exc = problems_of(lambda: spec_from_dict({"edits": edits}))
     assert len(exc.problems) == 3, exc
     assert 'edit #4 (subject "C"), field "prompt"' in exc.problems[0]
@@ -191,7 +177,7 @@ def test_a_broken_file_is_still_reported_at_once(tmp_path):
 
 
 def test_offset_that_selects_nothing_is_reported_with_the_settings(tmp_path):
-    path = write_yaml(tmp_path, {"seed": -1, "edits": [edit()]})
+    path = write_yaml(tmp_path, {"seed": -1, "edits": [base_edit()]})
     exc = problems_of(lambda: load_spec(path, offset=3))
     assert len(exc.problems) == 2 and "offset 3 selects nothing" in exc.problems[1]
 
@@ -199,8 +185,7 @@ def test_offset_that_selects_nothing_is_reported_with_the_settings(tmp_path):
 @pytest.fixture
 def counterfact_records(data_file) -> list[dict[str, Any]]:
     """The first four CounterFact records (benchmark data); skips the test when absent."""
-    path = data_file("counterfact-dev.json")
-    return json.loads(path.read_text(encoding="utf-8"))[:4]
+    return read_records(data_file("counterfact-dev.json"))[:4]
 
 
 def test_counterfact_records_are_each_checked(tmp_path, counterfact_records):
@@ -208,8 +193,7 @@ def test_counterfact_records_are_each_checked(tmp_path, counterfact_records):
     records[0]["requested_rewrite"]["target_new"]["str"] = 7
     records[1]["requested_rewrite"]["prompt"] = "no placeholder"
     del records[3]["requested_rewrite"]  # one problem, not one per field under it
-    path = tmp_path / "counterfact.json"
-    path.write_text(json.dumps(records), encoding="utf-8")
+    path = write_json(tmp_path, records, "counterfact.json")
     exc = problems_of(lambda: load_spec(path))
     assert str(exc).splitlines()[0] == f"{path}: 3 problems"
     assert "record #0" in exc.problems[0] and "target_new.str" in exc.problems[0]
@@ -226,7 +210,10 @@ _VALID = {
     "seed": 1,
     "layers": [6],
     "hparams": {"v_lr": 0.5},
-    "edits": [edit("A"), edit("B", neighborhood=[{"prompt": "C is in", "answer": "Oslo"}])],
+    "edits": [
+        base_edit("A"),
+        base_edit("B", neighborhood=[{"prompt": "C is in", "answer": "Oslo"}]),
+    ],
 }
 _VALUES = st.one_of(
     st.none(),
@@ -238,21 +225,11 @@ _VALUES = st.one_of(
 )
 
 
-def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
-    items = node.items() if isinstance(node, dict) else enumerate(node)
-    found = []
-    for key, child in items:
-        found.append((*prefix, key))
-        if isinstance(child, (dict, list)):
-            found.extend(_paths(child, (*prefix, key)))
-    return found
-
-
 @st.composite
 def _mutated(draw: st.DrawFn) -> Any:
     data = copy.deepcopy(_VALID)
     for _ in range(draw(st.integers(1, 4))):
-        path = draw(st.sampled_from(_paths(data)))
+        path = draw(st.sampled_from(tree_paths(data)))
         parent = data
         for step in path[:-1]:
             parent = parent[step]

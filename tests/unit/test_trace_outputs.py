@@ -13,14 +13,13 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from factedit.editing import resolve_layers
 from factedit.errors import FactEditError, SpecError
 from factedit.tokens import target_token_ids
 from factedit.trace import aggregate as aggregate_module
 from factedit.trace import aggregate_trace, recommend_layer, save_aggregate, trace_fact
 from factedit.trace.aggregate import GROUPS, KnownFact, load_known_facts, token_groups
 from factedit.trace.noise import embedding_std, noise_std, parse_noise, sample_noise
-from factedit.trace.recommend import aggregate_cache_path
+from factedit.trace.recommend import aggregate_cache_path, resolve_layers
 from factedit.trace.render import (
     aggregate_figure,
     layer_ticks,

@@ -126,15 +126,10 @@ def announce_corpus(corpus: list[str] | None, hparams=None) -> CorpusChoice:
 def load_spec_model(
     reference: str | None, spec: EditSpec, *, device: str, dtype: str, trust_remote_code: bool
 ) -> LoadedModel:
-    """Load ``reference`` (a ``--model`` value; None: the spec's model) with the spec's
-    ``architecture:`` map."""
-    return load_model(
-        reference or spec.model,
-        device=device,
-        dtype=dtype,
-        trust_remote_code=trust_remote_code,
-        architecture=spec.architecture,
-    )
+    """:func:`factedit.models.loading.load_for_spec`, imported on first use (torch)."""
+    from factedit.models.loading import load_for_spec
+
+    return load_for_spec(reference, spec, device=device, dtype=dtype, trust=trust_remote_code)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

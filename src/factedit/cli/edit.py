@@ -21,6 +21,7 @@ from factedit.cli.common import (
     TrustOpt,
     announce_corpus,
     cli_errors,
+    fail,
     load_spec_model,
     parse_layers,
 )
@@ -32,8 +33,9 @@ from factedit.spec import load_spec
 
 if TYPE_CHECKING:
     from factedit.apply import EditRecord, apply_spec, check_prompt_lengths, save_edited_model
-    from factedit.editing import Editor
     from factedit.evaluate.probe import report_probe
+    from factedit.report import method_variant
+    from factedit.session import EditSession
 
 # The names above, imported when `edit apply` runs: they import torch (validate must not).
 _heavy = LazyImports(
@@ -42,8 +44,9 @@ _heavy = LazyImports(
         "apply_spec": "factedit.apply",
         "check_prompt_lengths": "factedit.apply",
         "save_edited_model": "factedit.apply",
-        "Editor": "factedit.editing",
         "report_probe": "factedit.evaluate.probe",
+        "method_variant": "factedit.report",
+        "EditSession": "factedit.session",
     },
 )
 __getattr__ = _heavy.getattr
@@ -102,7 +105,7 @@ def apply_command(
         model, spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
     check_prompt_lengths(lm, spec, offset=offset)
-    editor = Editor(
+    session = EditSession(
         lm,
         method=spec.method,
         layers=layer_choice,
@@ -113,10 +116,10 @@ def apply_command(
         allow_large_updates=allow_large_updates,
     )
     out.print(
-        f"model [bold]{lm.name}[/bold] · method {editor.method} · layer "
-        f"{', '.join(map(str, editor.layers))} ({editor.layer_reason})"
+        f"model [bold]{lm.name}[/bold] · {method_label(session)} · layer "
+        f"{', '.join(map(str, session.layers))} ({session.layer_reason})"
     )
-    run = apply_spec(lm, spec, editor)
+    run = apply_spec(lm, spec, session)
     for index, record in enumerate(run.records):
         render_record(index, record)
     render_verdicts(run.records)
@@ -125,9 +128,22 @@ def apply_command(
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(run.to_dict(lm), indent=2))
         out.print(f"wrote {json_path}")
+    if run.refused:
+        first = run.refused[0]
+        written = "" if out_dir is None else f"; {out_dir} was not written"
+        raise fail(
+            f"refused: {len(run.refused)} of {len(run.records)} edits were not applied{written} "
+            f"(first: {first.reason})"
+        )
     if out_dir is not None:
         save_edited_model(lm, out_dir, run, overwrite=overwrite)
         out.print(f"wrote the edited model to {out_dir}")
+
+
+def method_label(session: EditSession) -> str:
+    """``method rome (value_scale: norm)``: the method and the setting that names its variant."""
+    settings = {"method": session.method, "hparams_resolved": session.hparams.to_dict()}
+    return "method " + method_variant(settings)
 
 
 def render_verdicts(records: Sequence[EditRecord]) -> None:
@@ -135,9 +151,12 @@ def render_verdicts(records: Sequence[EditRecord]) -> None:
     out.print("[bold]verdict[/bold]")
     for index, record in enumerate(records):
         req = record.request
-        out.print(f"  edit #{index} {req.subject} → {req.target_new}: {record.verdict.line()}")
+        line = f"REFUSED ({record.reason})" if record.status == "refused" else record.verdict.line()
+        out.print(f"  edit #{index} {req.subject} → {req.target_new}: {line}")
     for index, record in enumerate(records):
         req = record.request
+        if record.status == "refused":
+            continue
         for changed in record.verdict.changed:
             warn(
                 f"edit #{index} ({req.subject} → {req.target_new}) changed a neighbour: "
@@ -152,10 +171,14 @@ def _pct(p: float | None) -> str:
 def render_record(index: int, record: EditRecord) -> None:
     """A before/after table for one edit, then the greedy generations."""
     req = record.request
+    if record.deltas:
+        meta = record.deltas[0].meta
+        how = f"layer {meta['layer']}, ‖ΔW‖/‖W‖ {meta['relative_norm']:.3f}"
+    else:
+        how = "refused, not applied"
     title = (
         f"edit #{index}: {req.subject} · {req.target_true or '?'} → {req.target_new}"
-        f"  (layer {record.deltas[0].meta['layer']}, "
-        f"‖ΔW‖/‖W‖ {record.deltas[0].meta['relative_norm']:.3f}, {record.seconds:.1f}s)"
+        f"  ({how}, {record.seconds:.1f}s)"
     )
     table = Table(title=title, title_justify="left")
     table.add_column("group")

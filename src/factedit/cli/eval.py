@@ -8,7 +8,7 @@ failed, 2 usage or input error.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,24 +22,18 @@ from factedit.cli.common import (
     LayersOpt,
     ModelOpt,
     TrustOpt,
-    announce_corpus,
     cli_errors,
     fail,
-    load_spec_model,
     parse_layers,
 )
-from factedit.console import info, progress
+from factedit.console import info
 from factedit.lazy import LazyImports
 from factedit.paths import atomic_write_text
-from factedit.spec import SUPPORTED_METHODS, EditSpec, load_spec
 
 if TYPE_CHECKING:
-    from factedit.apply import check_prompt_lengths
-    from factedit.evaluate.gate import GateError, check_gate, parse_thresholds
-    from factedit.evaluate.probe import report_probe
-    from factedit.evaluate.runner import EvalOptions, run_edited, run_independent, run_sequential
+    from factedit.evaluate.gate import parse_thresholds
+    from factedit.evaluate.job import EvalJob, plan_eval, run_eval
     from factedit.report import (
-        build_report,
         per_edit_table,
         render_markdown,
         report_title,
@@ -51,16 +45,10 @@ if TYPE_CHECKING:
 _heavy = LazyImports(
     globals(),
     {
-        "check_prompt_lengths": "factedit.apply",
-        "GateError": "factedit.evaluate.gate",
-        "check_gate": "factedit.evaluate.gate",
         "parse_thresholds": "factedit.evaluate.gate",
-        "report_probe": "factedit.evaluate.probe",
-        "EvalOptions": "factedit.evaluate.runner",
-        "run_edited": "factedit.evaluate.runner",
-        "run_independent": "factedit.evaluate.runner",
-        "run_sequential": "factedit.evaluate.runner",
-        "build_report": "factedit.report",
+        "EvalJob": "factedit.evaluate.job",
+        "plan_eval": "factedit.evaluate.job",
+        "run_eval": "factedit.evaluate.job",
         "per_edit_table": "factedit.report",
         "render_markdown": "factedit.report",
         "report_title": "factedit.report",
@@ -69,46 +57,6 @@ _heavy = LazyImports(
     },
 )
 __getattr__ = _heavy.getattr
-
-_GENERATION_METRICS = ("ge", "mention_new", "mention_true")
-_PROBABILITY_METRICS = ("es", "em", "ps", "pm", "s", "mention_true")
-
-
-def _check_gate_metrics(thresholds: dict[str, float], spec: EditSpec, generation: bool) -> None:
-    """Gated metrics that this run cannot produce are a usage error, before any model loads."""
-    if not generation:
-        missing = [m for m in thresholds if m in _GENERATION_METRICS]
-        if missing:
-            raise GateError(
-                f"--fail-under {', '.join(missing)} needs generation (drop --no-generation)"
-            )
-    if spec.kind == "zsre":
-        missing = [m for m in thresholds if m in _PROBABILITY_METRICS]
-        if missing:
-            raise GateError(
-                f"--fail-under {', '.join(missing)}: zsRE has no target_true; gate on "
-                "efficacy, paraphrase or specificity"
-            )
-
-
-def _run(lm, spec: EditSpec, *, mode: str, edited_lm, editor, options: EvalOptions):
-    with progress() as bar:
-        task = bar.add_task("evaluating edits", total=len(spec.edits))
-
-        def step(_: int) -> None:
-            bar.advance(task)
-
-        if mode == "edited":
-            return run_edited(
-                lm, edited_lm, spec.edits, kind=spec.kind, options=options, on_edit=step
-            )
-        if mode == "independent":
-            return run_independent(
-                lm, spec.edits, editor, kind=spec.kind, options=options, on_edit=step
-            )
-        return run_sequential(
-            lm, spec.edits, editor, kind=spec.kind, options=options, on_edit=step, probe=True
-        )
 
 
 @cli_errors
@@ -169,88 +117,34 @@ def eval_command(
 ) -> None:
     """Edit each fact, measure efficacy, generalisation, specificity and fluency, and report."""
     _heavy.load()
-    thresholds = parse_thresholds(fail_under) if fail_under is not None else {}
-    layer_choice = parse_layers(layers)
-    spec = load_spec(source, limit=limit, offset=offset)
-    method = (method or spec.method).lower()
-    if edited is None and method not in SUPPORTED_METHODS:
-        raise fail(f'unknown method "{method}"; supported: {", ".join(SUPPORTED_METHODS)}')
-    if edited is not None and not edited.exists():
-        raise fail(f"--edited {edited}: no such file or directory")
-    _check_gate_metrics(thresholds, spec, generation)
-    if edited is not None:
-        mode = "edited"
-    elif independent is None:
-        mode = "sequential" if spec.kind == "spec" else "independent"
-    else:
-        mode = "independent" if independent else "sequential"
-    resolved_layers = layer_choice if layer_choice is not None else spec.layers
-    corpus_choice = announce_corpus(corpus, spec.hparams) if mode != "edited" else None
-    lm = load_spec_model(
-        model, spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+    job = EvalJob(
+        source=source,
+        method=method,
+        layers=parse_layers(layers),
+        limit=limit,
+        offset=offset,
+        model=model,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        independent=independent,
+        edited=edited,
+        corpus=corpus or None,
+        generation=generation,
+        allow_large_updates=allow_large_updates,
+        thresholds=parse_thresholds(fail_under) if fail_under is not None else {},
     )
-    check_prompt_lengths(lm, spec, offset=offset)
-    edited_lm, editor = None, None
-    if mode == "edited":
-        edited_lm = load_spec_model(
-            str(edited), spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code
-        )
-    else:
-        from factedit.editing import Editor
-
-        editor = Editor(
-            lm,
-            method=method,
-            layers=resolved_layers,
-            hparams=spec.hparams,
-            corpus=corpus or None,
-            seed=spec.seed,
-            requests=spec.edits,
-            allow_large_updates=allow_large_updates,
-        )
-        info(editor.layer_reason)
-    options = EvalOptions(generation=generation, seed=spec.seed)
-    n = len(spec.edits)
-    info(f"evaluating {n} edit{'' if n == 1 else 's'} ({mode}) on {lm.name}")
-    result = _run(lm, spec, mode=mode, edited_lm=edited_lm, editor=editor, options=options)
-    if result.fluency_probe is not None:
-        report_probe(result.fluency_probe)
-
-    settings: dict[str, Any] = {
-        "method": None if mode == "edited" else method,
-        "layers": list(editor.layers) if editor is not None else None,
-        "layers_requested": resolved_layers
-        if isinstance(resolved_layers, str)
-        else list(resolved_layers),
-        "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in spec.hparams.items()},
-        "corpus": [str(c) for c in corpus] if corpus else None,
-        "corpus_used": corpus_choice.describe() if corpus_choice else None,
-        "limit": limit,
-        "offset": offset,
-        "thresholds": thresholds or None,
-    }
-    report = build_report(
-        result, model=lm, edited_model=edited_lm, source=source, settings=settings
-    )
-    shortfalls = check_gate(report["metrics"]["edited"], thresholds) if thresholds else []
-    report["gate"] = (
-        None
-        if not thresholds
-        else {
-            "thresholds": thresholds,
-            "passed": not shortfalls,
-            "shortfalls": [
-                {"metric": s.metric, "value": s.value, "minimum": s.minimum, "short_by": s.short_by}
-                for s in shortfalls
-            ],
-        }
-    )
+    plan = plan_eval(job)
+    if plan.corpus is not None:
+        info(plan.corpus.describe())
+    outcome = run_eval(plan)
+    report, shortfalls = outcome.report, outcome.shortfalls
     if json_path is not None:
         write_json(json_path, report)
         info(f"wrote {json_path}")
     if markdown_path is not None:
         text = render_markdown(
-            report, per_edit=per_edit, shortfalls=shortfalls, thresholds=thresholds or None
+            report, per_edit=per_edit, shortfalls=shortfalls, thresholds=job.thresholds or None
         )
         atomic_write_text(markdown_path, text)
         info(f"wrote {markdown_path}")
@@ -260,7 +154,6 @@ def eval_command(
     if per_edit:
         out.print(per_edit_table(report))
     if shortfalls:
-        failed = "; ".join(s.describe() for s in shortfalls)
-        raise fail(f"quality gate failed: {failed}", 1)
-    if thresholds:
-        info("quality gate passed: " + ", ".join(f"{k} ≥ {v:g}" for k, v in thresholds.items()))
+        raise fail(f"quality gate failed: {'; '.join(s.describe() for s in shortfalls)}", 1)
+    if job.thresholds:
+        info("quality gate passed: " + ", ".join(f"{k} ≥ {v:g}" for k, v in job.thresholds.items()))

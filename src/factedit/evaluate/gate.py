@@ -36,6 +36,19 @@ class Shortfall:
         return f"{self.metric} {self.value:.2f} < {self.minimum:g} (short by {self.short_by:.2f})"
 
 
+@dataclass(frozen=True)
+class RefusedShortfall(Shortfall):
+    """Edits a guard refused: a gated run fails while any edit did not happen."""
+
+    @property
+    def short_by(self) -> float:
+        return self.value
+
+    def describe(self) -> str:
+        n = int(self.value)
+        return f"refused: {n} edit{'' if n == 1 else 's'} not applied (see the per-edit status)"
+
+
 def parse_thresholds(text: str) -> dict[str, float]:
     """``"es=95, ps=80"`` -> ``{"es": 95.0, "ps": 80.0}``; metric names are case-insensitive."""
     out: dict[str, float] = {}

@@ -18,29 +18,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
-from factedit.console import warn
-from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas
-from factedit.errors import NumericalError
+from factedit.delta import WeightDelta
+from factedit.edit_loop import apply_in_order, compute_step
 from factedit.evaluate.measure import RequestMeasurement, measure_request
 from factedit.evaluate.metrics import request_metrics, summarize
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
 from factedit.evaluate.zsre import prepare_zsre
 from factedit.models.loading import LoadedModel
+from factedit.session import EditSession
 from factedit.spec import EditRequest
 
 MODES: tuple[str, ...] = ("independent", "sequential", "edited")
-
-
-class DeltaComputer(Protocol):
-    """What the runner needs from :class:`factedit.editing.Editor`."""
-
-    layers: tuple[int, ...]
-
-    def compute(self, request: EditRequest) -> list[WeightDelta]: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +57,12 @@ class EvalOptions:
 
 @dataclass
 class EditOutcome:
-    """One request measured before and after editing (``error``: the edit was skipped)."""
+    """One request measured before and after editing.
+
+    ``status``: "applied", "refused" (a guard refused the update; ``reason`` says why and
+    ``edited`` is the unedited measurement, kept out of every average) or "measured" (an
+    already-edited model, no editing here).
+    """
 
     index: int
     request: EditRequest
@@ -74,7 +71,8 @@ class EditOutcome:
     layers: tuple[int, ...] = ()
     edit_seconds: float = 0.0
     measure_seconds: float = 0.0
-    error: str | None = None
+    status: str = "applied"
+    reason: str | None = None
 
     @property
     def metrics_unedited(self) -> dict[str, float]:
@@ -98,16 +96,21 @@ class EvalResult:
     fluency_probe: FluencyProbe | None = None
 
     @property
+    def counted(self) -> list[EditOutcome]:
+        """The outcomes the averages are over: every edit that was not refused."""
+        return [o for o in self.outcomes if o.status != "refused"]
+
+    @property
     def unedited(self) -> dict[str, float]:
-        return summarize([o.metrics_unedited for o in self.outcomes])
+        return summarize([o.metrics_unedited for o in self.counted])
 
     @property
     def edited(self) -> dict[str, float]:
-        return summarize([o.metrics_edited for o in self.outcomes])
+        return summarize([o.metrics_edited for o in self.counted])
 
     @property
-    def failed(self) -> list[EditOutcome]:
-        return [o for o in self.outcomes if o.error is not None]
+    def refused(self) -> list[EditOutcome]:
+        return [o for o in self.outcomes if o.status == "refused"]
 
 
 Progress = Callable[[int], None]
@@ -156,7 +159,7 @@ def _timing(outcomes: Sequence[EditOutcome], seconds: float) -> dict[str, float]
 def run_independent(
     lm: LoadedModel,
     requests: Sequence[EditRequest],
-    editor: DeltaComputer,
+    session: EditSession,
     *,
     kind: str = "counterfact",
     options: EvalOptions | None = None,
@@ -170,33 +173,20 @@ def run_independent(
         t0 = time.perf_counter()
         before = _measure(lm, request, index, options)
         t1 = time.perf_counter()
-        try:
-            deltas = editor.compute(request)
-        except NumericalError as exc:
-            warn(f"edit #{index} skipped: {exc}")
-            outcomes.append(
-                EditOutcome(index, request, before, before, error=str(exc), measure_seconds=t1 - t0)
-            )
-            if on_edit:
-                on_edit(index)
-            continue
-        t2 = time.perf_counter()
-        snapshot = _snapshot(lm, deltas)
-        with apply_deltas(lm.model, deltas):
-            after = _measure(lm, request, index, options)
-        _check_restored(lm, snapshot)
-        t3 = time.perf_counter()
-        outcomes.append(
-            EditOutcome(
-                index,
-                request,
-                before,
-                after,
-                layers=tuple(editor.layers),
-                edit_seconds=t2 - t1,
-                measure_seconds=(t1 - t0) + (t3 - t2),
-            )
-        )
+        step = compute_step(session, index, request)
+        outcome = EditOutcome(index, request, before, before, edit_seconds=step.seconds)
+        outcome.status, outcome.reason = step.status, step.reason
+        if step.status == "applied":
+            snapshot = _snapshot(lm, step.deltas)
+            session.apply(step.deltas)
+            try:
+                outcome.edited = _measure(lm, request, index, options)
+            finally:
+                session.revert()
+            _check_restored(lm, snapshot)
+            outcome.layers = tuple(session.layers)
+        outcome.measure_seconds = time.perf_counter() - t1 - step.seconds + (t1 - t0)
+        outcomes.append(outcome)
         if on_edit:
             on_edit(index)
     seconds = time.perf_counter() - start
@@ -206,14 +196,15 @@ def run_independent(
 def run_sequential(
     lm: LoadedModel,
     requests: Sequence[EditRequest],
-    editor: DeltaComputer,
+    session: EditSession,
     *,
     kind: str = "spec",
     options: EvalOptions | None = None,
     on_edit: Progress | None = None,
     probe: bool = False,
 ) -> EvalResult:
-    """Edits accumulate; each is measured on the final model; then all are reverted.
+    """Edits accumulate (:func:`factedit.edit_loop.apply_in_order`); each is measured on the
+    final model; then all are reverted and the weights checked.
 
     With ``probe``, the fluency probe (:mod:`factedit.evaluate.probe`) compares the unedited
     model with the model carrying every edit (``result.fluency_probe``).
@@ -222,46 +213,32 @@ def run_sequential(
     requests = prepare_requests(requests, kind)
     start = time.perf_counter()
     probe_before = probe_entropy(lm) if probe else None
-    befores, measure_s = [], []
-    for index, request in enumerate(requests):
-        t0 = time.perf_counter()
-        befores.append(_measure(lm, request, index, options))
-        measure_s.append(time.perf_counter() - t0)
-    applied = AppliedDeltas(lm.model)
-    snapshot: dict[str, torch.Tensor] = {}
-    edit_s, layers, errors = [], [], []
+    # the weights the methods write: the down-projections of the session's layers
+    names = [lm.arch.down_proj_weight_name(layer) for layer in session.layers]
+    snapshot = {n: lm.model.get_parameter(n).detach().clone() for n in names}
     fluency: FluencyProbe | None = None
     try:
-        for index, request in enumerate(requests):
-            t0 = time.perf_counter()
-            try:
-                deltas = editor.compute(request)
-            except NumericalError as exc:
-                warn(f"edit #{index} skipped: {exc}")
-                deltas, error = [], str(exc)
-            else:
-                error = None
-            for name, value in _snapshot(lm, deltas).items():
-                snapshot.setdefault(name, value)
-            apply_deltas(lm.model, deltas, into=applied)
-            edit_s.append(time.perf_counter() - t0)
-            layers.append(tuple(editor.layers) if error is None else ())
-            errors.append(error)
-            if on_edit:
-                on_edit(index)
-        afters = []
-        for index, request in enumerate(requests):
-            t0 = time.perf_counter()
-            afters.append(_measure(lm, request, index, options))
-            measure_s[index] += time.perf_counter() - t0
+        run = apply_in_order(
+            session, requests, lambda i, r: _measure(lm, r, i, options), on_edit=on_edit
+        )
         if probe_before is not None:
             fluency = FluencyProbe(probe_before, probe_entropy(lm))
     finally:
-        applied.revert()
+        session.revert()
     _check_restored(lm, snapshot)
     outcomes = [
-        EditOutcome(i, r, befores[i], afters[i], layers[i], edit_s[i], measure_s[i], errors[i])
-        for i, r in enumerate(requests)
+        EditOutcome(
+            i,
+            r,
+            run.before[i],
+            run.after[i] if step.status == "applied" else run.before[i],
+            tuple(session.layers) if step.status == "applied" else (),
+            step.seconds,
+            run.measure_seconds[i],
+            step.status,
+            step.reason,
+        )
+        for i, (r, step) in enumerate(zip(requests, run.steps, strict=True))
     ]
     seconds = time.perf_counter() - start
     timing = _timing(outcomes, seconds)
@@ -285,8 +262,9 @@ def run_edited(
         t0 = time.perf_counter()
         before = _measure(lm, request, index, options)
         after = _measure(edited_lm, request, index, options)
+        seconds = time.perf_counter() - t0
         outcomes.append(
-            EditOutcome(index, request, before, after, measure_seconds=time.perf_counter() - t0)
+            EditOutcome(index, request, before, after, measure_seconds=seconds, status="measured")
         )
         if on_edit:
             on_edit(index)

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import transformers
@@ -43,6 +44,9 @@ from factedit.models.presets import (
 from factedit.paths import atomic_dir, atomic_write_text, cache_dir
 from factedit.tokens import prompt_token_ids, target_token_ids
 
+if TYPE_CHECKING:
+    from factedit.spec import EditSpec
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -51,7 +55,10 @@ class LoadedModel:
     """A model ready for tracing and editing.
 
     ``identity`` names the exact weights, however they were loaded (``weights:<hash>``, see
-    :mod:`factedit.models.identity`; the key of statistics, templates and traces);
+    :mod:`factedit.models.identity`; the key of statistics, templates and traces); while
+    factedit deltas are applied it names them too (``weights:<hash>+edits:<digest>``, see
+    :func:`factedit.delta.applied_digest`), so nothing computed on an edited model is cached
+    under the unedited model's key. ``base_identity`` is the weights as loaded.
     ``default_layer`` is the edit layer recorded for these weights by the preset ``preset``
     whose weights they are (None for other weights).
     """
@@ -60,9 +67,16 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     arch: Architecture
     name: str
-    identity: str
+    base_identity: str
     default_layer: int | None = None
     preset: str | None = None
+
+    @property
+    def identity(self) -> str:
+        from factedit.delta import applied_digest
+
+        edits = applied_digest(self.model)
+        return self.base_identity if edits is None else f"{self.base_identity}+edits:{edits}"
 
     @property
     def device(self) -> torch.device:
@@ -141,7 +155,7 @@ def load_model(
         tokenizer=tokenizer,
         arch=arch,
         name=name,
-        identity=f"weights:{exact}",
+        base_identity=f"weights:{exact}",
         default_layer=None if recorded is None else recorded.edit_layer,
         preset=None if recorded is None else recorded.name,
     )
@@ -278,3 +292,17 @@ def _tied_keys(model: PreTrainedModel) -> set[str]:
     if isinstance(keys, dict):
         return set(keys)
     return set(keys)
+
+
+def load_for_spec(
+    reference: str | None, spec: EditSpec, *, device: str, dtype: str, trust: bool
+) -> LoadedModel:
+    """Load ``reference`` (a ``--model`` value; None: the spec's model, else the default
+    preset) with the spec's ``architecture:`` map."""
+    return load_model(
+        reference or spec.model,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust,
+        architecture=spec.architecture,
+    )

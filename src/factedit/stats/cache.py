@@ -5,7 +5,7 @@ One entry per key (model identity, layer, module, corpus digest, n_tokens, seq_l
     <id>.safetensors          C [d_in, d_in] ("C"), complete entries only
     <id>.json                 sidecar: the readable key, sha256 of C's bytes, who computed it
     <id>.partial.safetensors  resumable checkpoint: float64 sum, count, next sequence index
-    <id>.lock                 fcntl lock held while an entry is read, collected or written
+    <id>.lock                 file lock (``filelock``) held while an entry is collected
 
 ``<id>`` is the sha256 of the key's JSON. A complete entry is used only when its checksum
 matches; a partial checkpoint is never read as a complete entry. All files are written through
@@ -26,16 +26,12 @@ from typing import Any
 import safetensors
 import safetensors.torch
 import torch
+from filelock import FileLock, Timeout
 
 from factedit.console import info, warn
 from factedit.errors import OutputWriteError, StatsError
 from factedit.paths import atomic_file, cache_dir
 from factedit.stats.collect import Accumulator
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no cross-process lock
-    fcntl = None  # type: ignore[assignment]
 
 FORMAT_VERSION = 1
 _MEMO: dict[tuple[str, str], torch.Tensor] = {}
@@ -114,21 +110,19 @@ def locked(entry: Entry) -> Iterator[None]:
 
 @contextlib.contextmanager
 def file_lock(lock_path: Path, doing: str) -> Iterator[None]:
-    """Hold an exclusive ``fcntl`` lock on ``lock_path``; says who is waiting for ``doing``."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
+    """Hold an exclusive cross-process lock on ``lock_path`` (``filelock``: works on Linux,
+    macOS and Windows); says so when it has to wait for another process ``doing``."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            info(f"waiting for another process {doing}")
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        info(f"waiting for another process {doing}")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # ---- complete entries --------------------------------------------------------------------

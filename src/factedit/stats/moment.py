@@ -29,6 +29,7 @@ from factedit.models import LoadedModel
 from factedit.stats import cache
 from factedit.stats.choice import DEFAULT_N_TOKENS, SAMPLED_N_TOKENS, choose_corpus
 from factedit.stats.collect import Accumulator, accumulate
+from factedit.stats.conditioning import conditioning
 from factedit.stats.corpus import corpus_digest, prepare_corpus, token_sequences
 
 ACC_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -38,7 +39,7 @@ CHECKPOINT_EVERY = 20
 # gemma-3-270m layer 4 takes 1-5 min on a 2-core CPU, under a second on an H200; fewer tokens
 # make u = C⁻¹k noisier (cos(u_n, u_100k) median 0.89 at 20k, 0.95 at 50k, gemma layer 4;
 # on the sampled corpus, layer 2: 0.91 at 20k, 0.97 at 50k). Cached once per layer.
-__all__ = ["DEFAULT_N_TOKENS", "SAMPLED_N_TOKENS", "second_moment", "stats_key"]
+__all__ = ["DEFAULT_N_TOKENS", "SAMPLED_N_TOKENS", "moment_and_count", "second_moment", "stats_key"]
 
 
 def stats_key(
@@ -57,7 +58,12 @@ def stats_key(
     }
 
 
-def second_moment(
+def second_moment(lm: LoadedModel, layer: int, **options: Any) -> torch.Tensor:
+    """C for ``layer`` (see :func:`moment_and_count` for the options) [d_in, d_in]."""
+    return moment_and_count(lm, layer, **options)[0]
+
+
+def moment_and_count(
     lm: LoadedModel,
     layer: int,
     *,
@@ -69,8 +75,8 @@ def second_moment(
     show_progress: bool = True,
     use_cache: bool = True,
     checkpoint_every: int = CHECKPOINT_EVERY,
-) -> torch.Tensor:
-    """C = mean of k kᵀ over ``n_tokens`` corpus token vectors, k the input of the MLP
+) -> tuple[torch.Tensor, int]:
+    """(C, n): C = mean of k kᵀ over n corpus token vectors, k the input of the MLP
     down-projection at ``layer`` -> [d_in, d_in] in ``dtype`` (float32/float64), on CPU.
 
     ``corpus``: files, ``["model"]``, or None for the fallback order of
@@ -96,7 +102,7 @@ def second_moment(
     job = _Job(lm, layer, paths, key, batch_size, show_progress, checkpoint_every)
     job.corpus_kind = choice.kind
     if not use_cache:
-        return job.collect(None)
+        return job.collect(None), n_tokens
     entry = cache.Entry.for_key(key)
     hit = cache.memo_get(entry)
     if hit is None:
@@ -104,11 +110,12 @@ def second_moment(
             hit = cache.load(entry)
             if hit is None:
                 hit = job.collect(entry)
-                cache.save(entry, hit, job.sidecar_extras())
+                extras = {**job.sidecar_extras(), **conditioning(hit, n_tokens).to_dict()}
+                cache.save(entry, hit, extras)
                 cache.drop_partial(entry)
                 info(f"statistics saved to {entry.tensor_path}")
         cache.memo_put(entry, hit)
-    return hit.clone()
+    return hit.clone(), n_tokens
 
 
 class _Job:

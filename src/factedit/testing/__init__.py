@@ -144,7 +144,7 @@ def tiny_model(
         tokenizer=tokenizer,
         arch=resolve_architecture(model),
         name=f"tiny-{model_type}",
-        identity=f"tiny:{model_type}:{seed}:{layers}",
+        base_identity=f"tiny:{model_type}:{seed}:{layers}",
         default_layer=1,
     )
 

@@ -5,11 +5,12 @@
     agg.effects["mlp"]        # [6, L] mean indirect effect per token group and layer
     agg.recommended_layer()   # peak of the MLP effect at the last subject token
 
-A fact is *known* when the first token of the model's greedy answer is the first token of
-the fact's ``attribute``. Token groups: first / middle / last subject token, first
-subsequent token, further tokens, last token (a group a fact lacks — e.g. the middle of a
-two-token subject — is left out of that group's average; ``counts`` says how many facts
-each group averages).
+A fact is *known* when the model's greedy answer is the fact's whole ``attribute``: greedy
+decoding from the prompt produces exactly the attribute's tokens (the reference's rule; an
+earlier factedit compared only the first token). Token groups: first / middle / last subject
+token, first subsequent token, further tokens, last token (a group a fact lacks — e.g. the
+middle of a two-token subject — is left out of that group's average; ``counts`` says how
+many facts each group averages).
 
 A long run can be resumed: with ``checkpoint_dir`` each fact's trace is written there
 (``fact-NNN.json``, atomically) as soon as it is done, and a later run with the same model,
@@ -33,7 +34,7 @@ from factedit.paths import atomic_write_text
 from factedit.tokens import SubjectPrompt, locate_subject, target_token_ids
 from factedit.trace.fact import check_settings, trace_fact, trace_settings
 from factedit.trace.noise import DEFAULT_NOISE, noise_std, parse_noise
-from factedit.trace.patching import KINDS, last_logits
+from factedit.trace.patching import KINDS
 from factedit.trace.result import TraceResult
 
 GROUPS: tuple[str, ...] = (
@@ -91,10 +92,26 @@ def token_groups(span: tuple[int, int], num_tokens: int) -> list[list[int]]:
     ]
 
 
+KNOWN_RULE = "greedy answer == the whole attribute"
+
+
+@torch.inference_mode()
+def greedy_answers_with(lm: LoadedModel, prompt_ids: Sequence[int], answer: Sequence[int]) -> bool:
+    """Does greedy decoding from ``prompt_ids`` produce exactly ``answer``'s tokens?
+
+    One teacher-forced pass: greedy decoding yields ``answer`` iff, at every step, the argmax
+    after the prompt and the answer's earlier tokens is the answer's next token.
+    """
+    ids = torch.tensor([list(prompt_ids) + list(answer[:-1])], device=lm.device)
+    logits = lm.model(input_ids=ids, use_cache=False).logits[0, len(prompt_ids) - 1 :]
+    return logits.argmax(dim=-1).tolist() == list(answer)
+
+
 def select_known(
     lm: LoadedModel, facts: Sequence[KnownFact], limit: int | None
 ) -> tuple[list[tuple[KnownFact, SubjectPrompt]], int]:
-    """The first ``limit`` facts whose answer the model predicts, and how many were scanned."""
+    """The first ``limit`` facts the model knows (:data:`KNOWN_RULE`), and how many were
+    scanned."""
     kept: list[tuple[KnownFact, SubjectPrompt]] = []
     scanned = 0
     for fact in facts:
@@ -105,10 +122,8 @@ def select_known(
             located = locate_subject(lm.tokenizer, fact.prompt, fact.subject)
         except SubjectNotFoundError:
             continue
-        with torch.inference_mode():
-            ids = torch.tensor([located.input_ids], device=lm.device)
-            predicted = int(last_logits(lm, ids)[0].argmax())
-        if predicted == target_token_ids(lm.tokenizer, fact.attribute)[0]:
+        answer = target_token_ids(lm.tokenizer, fact.attribute)
+        if greedy_answers_with(lm, located.input_ids, answer):
             kept.append((fact, located))
     return kept, scanned
 
@@ -268,7 +283,7 @@ def aggregate_trace(
     settings = {
         **trace_settings(lm, kinds, samples, noise, std, window, seed, engine_name),
         "limit": limit,
-        "known_rule": "first token of the greedy answer == first token of the attribute",
+        "known_rule": KNOWN_RULE,
         "resumed": resumed,
     }
     return AggregateResult(traces, scanned, effects, counts, settings)

@@ -21,7 +21,7 @@ from factedit.errors import FactEditError
 from factedit.models.loading import LoadedModel
 from factedit.tokens import SubjectPrompt, locate_subject, target_token_ids
 from factedit.trace import engine, reference
-from factedit.trace.noise import DEFAULT_NOISE, noise_std, parse_noise, sample_noise
+from factedit.trace.noise import DEFAULT_NOISE, model_noise_std, parse_noise, sample_noise
 from factedit.trace.patching import KINDS, Site, TraceProblem, prepare
 from factedit.trace.result import TraceResult
 
@@ -51,10 +51,14 @@ def build_problem(
     window: int,
     seed: int,
 ) -> tuple[TraceProblem, float]:
-    """The clean run and the seeded noise for ``prompt``; returns (problem, noise std)."""
+    """The clean run and the seeded noise for ``prompt``; returns (problem, noise std).
+
+    ``noise``: a multiple of the model's subject-embedding std (``"3x"``, see
+    :func:`~factedit.trace.noise.model_noise_std`) or an absolute std.
+    """
     answer_id = target_token_ids(lm.tokenizer, target)[0] if target else None
     start, end = prompt.subject_span
-    std = noise_std(lm, noise, prompt.input_ids[start:end])
+    std = model_noise_std(lm, noise)
     dim = lm.arch.embed().weight.shape[1]
     eps = sample_noise(samples, end - start, dim, seed) * std
     return prepare(lm, prompt, answer_id=answer_id, noise=eps, window=window), std

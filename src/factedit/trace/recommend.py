@@ -27,8 +27,9 @@ from factedit.paths import atomic_write_text, cache_dir
 from factedit.tokens import locate_subject
 from factedit.trace.aggregate import AggregateResult
 from factedit.trace.engine import run_sites
-from factedit.trace.noise import DEFAULT_NOISE, noise_std, sample_noise
-from factedit.trace.patching import Site, prepare
+from factedit.trace.fact import build_problem
+from factedit.trace.noise import DEFAULT_NOISE
+from factedit.trace.patching import Site
 
 
 def aggregate_cache_path(identity: str) -> Path:
@@ -74,11 +75,11 @@ def mlp_last_subject_curve(
 ) -> np.ndarray:
     """``[L]`` MLP indirect effect at the last subject token for the model's greedy answer."""
     located = locate_subject(lm.tokenizer, prompt, subject, template=template)
-    start, end = located.subject_span
-    std = noise_std(lm, noise, located.input_ids[start:end])
-    eps = sample_noise(samples, end - start, lm.arch.embed().weight.shape[1], seed) * std
+    end = located.subject_span[1]
     with torch.inference_mode():
-        problem = prepare(lm, located, answer_id=None, noise=eps, window=window)
+        problem, _ = build_problem(
+            lm, located, target=None, samples=samples, noise=noise, window=window, seed=seed
+        )
         sites = [Site("mlp", (end - 1,), layer) for layer in range(lm.arch.num_layers)]
         p_corrupt, probs = run_sites(lm, problem, sites)
     return (probs.double().mean(dim=1) - p_corrupt.double().mean()).numpy()
@@ -119,3 +120,32 @@ def recommend_layer(
         f"effect there ({mean[layer]:.3f}, mean over {len(requests)} traced "
         f"{'fact' if len(requests) == 1 else 'facts'}, {samples} noise samples)"
     )
+
+
+def resolve_layers(
+    lm: LoadedModel, layers: Sequence[int] | str, requests: Sequence[Any]
+) -> tuple[tuple[int, ...], str]:
+    """Concrete layers and a one-line reason.
+
+    ``"auto"`` takes, in order: the preset's recorded layer (chosen from its aggregate trace
+    and the selectivity of its keys, see the README); else this model's cached aggregate
+    trace (``factedit trace --facts``, the MLP peak at the last subject token); else a causal
+    trace of the requests themselves.
+    """
+    if layers != "auto":
+        chosen = tuple(int(x) for x in layers)
+        for layer in chosen:
+            lm.arch.layer_name(layer)  # validates the index
+        return chosen, "given in the spec / on the command line"
+    if lm.default_layer is not None:
+        layer = lm.default_layer
+        owner = f" by preset {lm.preset}" if lm.preset else ""
+        reason = (
+            f"layers: auto -> layer {layer}, recorded for these weights{owner} (among the "
+            "layers where causal tracing finds the MLP effect at the last subject token within "
+            "15% of its peak, the one whose keys leak least into other subjects)"
+        )
+    else:
+        layer, reason = recommend_layer(lm, requests)
+        reason = f"layers: auto -> {reason}"
+    return (layer,), reason

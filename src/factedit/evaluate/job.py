@@ -1,0 +1,212 @@
+"""One ``factedit eval`` run as a library call: plan it, run it, get the report.
+
+    plan = plan_eval(EvalJob(source=Path("facts.yaml"), thresholds={"es": 95}))
+    outcome = run_eval(plan)              # loads the model, edits, measures
+    outcome.report, outcome.shortfalls    # factedit.eval/1 dict, the gate's shortfalls
+
+:func:`plan_eval` does every check that needs no model (the spec, the method, the gate's
+metrics, ``--edited``), so a mistake costs a second, not a model load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from factedit.console import info, progress
+from factedit.errors import FactEditError
+from factedit.evaluate.gate import GateError, RefusedShortfall, Shortfall, check_gate
+from factedit.evaluate.probe import report_probe
+from factedit.evaluate.runner import (
+    EvalOptions,
+    EvalResult,
+    run_edited,
+    run_independent,
+    run_sequential,
+)
+from factedit.methods.registry import method_info
+from factedit.models.loading import LoadedModel, load_for_spec
+from factedit.report import build_report
+from factedit.spec import EditSpec, load_spec
+from factedit.stats.choice import CorpusChoice, check_corpus
+
+_GENERATION_METRICS = ("ge", "mention_new", "mention_true")
+_PROBABILITY_METRICS = ("es", "em", "ps", "pm", "s", "mention_true")
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """What to evaluate and how (the options of ``factedit eval``)."""
+
+    source: Path
+    method: str | None = None
+    layers: tuple[int, ...] | str | None = None
+    limit: int | None = None
+    offset: int = 0
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    independent: bool | None = None
+    edited: Path | None = None
+    corpus: list[str] | None = None
+    generation: bool = True
+    allow_large_updates: bool = False
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EvalPlan:
+    """A checked job: the spec, the method, the mode and the corpus for C."""
+
+    job: EvalJob
+    spec: EditSpec
+    method: str
+    mode: str
+    layers: tuple[int, ...] | str
+    corpus: CorpusChoice | None
+
+
+@dataclass
+class EvalOutcome:
+    report: dict[str, Any]
+    shortfalls: list[Shortfall]
+
+
+def plan_eval(job: EvalJob) -> EvalPlan:
+    """Every check that needs no model; raises FactEditError / GateError naming the fix."""
+    spec = load_spec(job.source, limit=job.limit, offset=job.offset)
+    method = (job.method or spec.method).lower()
+    if job.edited is None:
+        method_info(method)
+    elif not job.edited.exists():
+        raise FactEditError(f"--edited {job.edited}: no such file or directory")
+    _check_gate_metrics(job.thresholds, spec, job.generation)
+    if job.edited is not None:
+        mode = "edited"
+    elif job.independent is None:
+        mode = "sequential" if spec.kind == "spec" else "independent"
+    else:
+        mode = "independent" if job.independent else "sequential"
+    layers = job.layers if job.layers is not None else spec.layers
+    corpus = check_corpus(job.corpus, spec.hparams) if mode != "edited" else None
+    return EvalPlan(job, spec, method, mode, layers, corpus)
+
+
+def _check_gate_metrics(thresholds: dict[str, float], spec: EditSpec, generation: bool) -> None:
+    """Gated metrics that this run cannot produce are a usage error, before any model loads."""
+    if not generation:
+        missing = [m for m in thresholds if m in _GENERATION_METRICS]
+        if missing:
+            raise GateError(
+                f"--fail-under {', '.join(missing)} needs generation (drop --no-generation)"
+            )
+    if spec.kind == "zsre":
+        missing = [m for m in thresholds if m in _PROBABILITY_METRICS]
+        if missing:
+            raise GateError(
+                f"--fail-under {', '.join(missing)}: zsRE has no target_true; gate on "
+                "efficacy, paraphrase or specificity"
+            )
+
+
+def _load(plan: EvalPlan, reference: str | None) -> LoadedModel:
+    job = plan.job
+    return load_for_spec(
+        reference, plan.spec, device=job.device, dtype=job.dtype, trust=job.trust_remote_code
+    )
+
+
+def _session(plan: EvalPlan, lm: LoadedModel) -> Any:
+    from factedit.session import EditSession
+
+    job = plan.job
+    session = EditSession(
+        lm,
+        method=plan.method,
+        layers=plan.layers,
+        hparams=plan.spec.hparams,
+        corpus=job.corpus or None,
+        seed=plan.spec.seed,
+        requests=plan.spec.edits,
+        allow_large_updates=job.allow_large_updates,
+    )
+    info(session.layer_reason)
+    return session
+
+
+def _execute(plan: EvalPlan, lm: LoadedModel, edited_lm: LoadedModel | None, session: Any):
+    spec, options = plan.spec, EvalOptions(generation=plan.job.generation, seed=plan.spec.seed)
+    with progress() as bar:
+        task = bar.add_task("evaluating edits", total=len(spec.edits))
+
+        def step(_: int) -> None:
+            bar.advance(task)
+
+        common = {"kind": spec.kind, "options": options, "on_edit": step}
+        if plan.mode == "edited":
+            return run_edited(lm, edited_lm, spec.edits, **common)
+        if plan.mode == "independent":
+            return run_independent(lm, spec.edits, session, **common)
+        return run_sequential(lm, spec.edits, session, probe=True, **common)
+
+
+def run_eval(plan: EvalPlan) -> EvalOutcome:
+    """Load the model(s), run the plan's mode, build the report and check the gate."""
+    from factedit.apply import check_prompt_lengths
+
+    job = plan.job
+    lm = _load(plan, job.model)
+    check_prompt_lengths(lm, plan.spec, offset=job.offset)
+    edited_lm = _load(plan, str(job.edited)) if plan.mode == "edited" else None
+    session = _session(plan, lm) if plan.mode != "edited" else None
+    n = len(plan.spec.edits)
+    info(f"evaluating {n} edit{'' if n == 1 else 's'} ({plan.mode}) on {lm.name}")
+    result = _execute(plan, lm, edited_lm, session)
+    if result.fluency_probe is not None:
+        report_probe(result.fluency_probe)
+    report = build_report(
+        result,
+        model=lm,
+        edited_model=edited_lm,
+        source=job.source,
+        settings=_settings(plan, session),
+    )
+    shortfalls = _gate(report, result, job.thresholds)
+    return EvalOutcome(report, shortfalls)
+
+
+def _settings(plan: EvalPlan, session: Any) -> dict[str, Any]:
+    job, spec = plan.job, plan.spec
+    return {
+        "method": None if session is None else session.method,
+        "hparams_resolved": None if session is None else session.hparams.to_dict(),
+        "layers": None if session is None else list(session.layers),
+        "layers_requested": plan.layers if isinstance(plan.layers, str) else list(plan.layers),
+        "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in spec.hparams.items()},
+        "corpus": list(job.corpus) if job.corpus else None,
+        "corpus_used": plan.corpus.describe() if plan.corpus else None,
+        "limit": job.limit,
+        "offset": job.offset,
+        "thresholds": job.thresholds or None,
+    }
+
+
+def _gate(report: dict[str, Any], result: EvalResult, thresholds: dict[str, float]):
+    """Shortfalls of the edited metrics; a refused edit fails a gate too (it did not happen)."""
+    if not thresholds:
+        report["gate"] = None
+        return []
+    shortfalls = check_gate(report["metrics"]["edited"], thresholds)
+    if result.refused:
+        shortfalls.append(RefusedShortfall("refused", float(len(result.refused)), 0.0))
+    report["gate"] = {
+        "thresholds": thresholds,
+        "passed": not shortfalls,
+        "shortfalls": [
+            {"metric": s.metric, "value": s.value, "minimum": s.minimum, "short_by": s.short_by}
+            for s in shortfalls
+        ],
+    }
+    return shortfalls

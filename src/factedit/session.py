@@ -1,0 +1,129 @@
+"""An edit session: one object owns the loaded model, the method and its per-layer state, and
+the deltas applied so far.
+
+    session = EditSession(lm, method="rome", layers="auto", hparams={}, corpus=None, seed=0)
+    deltas = session.compute([request])     # list[WeightDelta]; the model is not changed
+    session.apply(deltas)                   # W += ΔW; session.deltas lists what is applied
+    session.revert()                        # every weight back, bit for bit
+    session.save("patch.safetensors"); session.load("patch.safetensors")
+
+:meth:`EditSession.compute` runs the method's guards: an update that is not finite or whose
+‖ΔW‖/‖W‖ exceeds :data:`LARGE_UPDATE_RATIO` raises :class:`~factedit.errors.RefusedEdit`
+(the model is untouched), which every report counts as refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from factedit.delta import AppliedDeltas, WeightDelta, load_deltas, save_deltas
+from factedit.errors import FactEditError, RefusedEdit
+from factedit.methods.registry import load_method, method_info
+from factedit.methods.state import MethodState
+from factedit.models.loading import LoadedModel
+from factedit.spec import EditRequest
+from factedit.stats.choice import effective_corpus
+from factedit.trace.recommend import resolve_layers
+
+#: An update with ‖ΔW‖/‖W‖ above this is refused unless explicitly allowed (the signature
+#: of a "disabling edit"; Gupta et al. 2024); see the README's "what can go wrong".
+LARGE_UPDATE_RATIO = 1.0
+
+
+class EditSession:
+    """The model being edited, the method that computes deltas, and what is applied."""
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        *,
+        method: str = "rome",
+        layers: Sequence[int] | str = "auto",
+        hparams: Mapping[str, Any] | None = None,
+        corpus: Sequence[str | Path] | None = None,
+        seed: int = 0,
+        requests: Sequence[EditRequest] = (),
+        allow_large_updates: bool = False,
+    ) -> None:
+        self.info = method_info(method)
+        self.lm = lm
+        self.method = self.info.name
+        hp = self.info.hparams.from_overrides(hparams)
+        #: None lets the statistics pick the corpus kind's default count (fewer tokens for a
+        #: corpus sampled from the model); an explicit hparams.mom2_n_tokens always wins
+        n_tokens = hp.mom2_n_tokens if "mom2_n_tokens" in (hparams or {}) else None
+        corpus_used = effective_corpus(corpus, {"corpus": hp.corpus})
+        self.state = MethodState(hp, corpus=corpus_used, n_tokens=n_tokens, seed=seed)
+        self.seed = seed
+        self.allow_large_updates = allow_large_updates
+        self.layers, self.layer_reason = resolve_layers(lm, layers, requests)
+        self._check_layer_count()
+        self._impl = load_method(self.method)
+        self.applied = AppliedDeltas(lm.model)
+
+    def _check_layer_count(self) -> None:
+        wanted = self.info.n_layers
+        if wanted is not None and len(self.layers) != wanted:
+            raise FactEditError(
+                f"{self.method} edits exactly {wanted} layer{'s' if wanted > 1 else ''}; got "
+                f"layers {list(self.layers)}"
+            )
+
+    @property
+    def hparams(self) -> Any:
+        return self.state.hparams
+
+    @property
+    def deltas(self) -> list[WeightDelta]:
+        """The deltas applied now, in order."""
+        return list(self.applied.deltas)
+
+    def compute(self, requests: Sequence[EditRequest]) -> list[WeightDelta]:
+        """Deltas realising ``requests`` on the model as it is now (the model is unchanged).
+
+        Raises :class:`RefusedEdit` when a guard refuses one of them.
+        """
+        deltas = self._impl.compute(self.lm, list(requests), self.layers, self.state)
+        subjects = ", ".join(f'"{r.subject}"' for r in requests)
+        for delta in deltas:
+            self._guard(delta, subjects)
+        return deltas
+
+    def _guard(self, delta: WeightDelta, subjects: str) -> None:
+        delta.check_finite()
+        ratio = delta.meta.get("relative_norm", 0.0)
+        if ratio > LARGE_UPDATE_RATIO and not self.allow_large_updates:
+            raise RefusedEdit(
+                f"the update for subject {subjects} has ‖ΔW‖/‖W‖ = {ratio:.2f} "
+                f"(> {LARGE_UPDATE_RATIO}), the signature of a model-disabling edit; the model "
+                "was not changed (pass --allow-large-updates to apply it anyway)"
+            )
+
+    def apply(self, deltas: Sequence[WeightDelta]) -> None:
+        """W += ΔW for each delta, in order (all checked for NaN/Inf first)."""
+        for delta in deltas:
+            delta.check_finite()
+        for delta in deltas:
+            self.applied.add(delta)
+
+    def edit(self, requests: Sequence[EditRequest]) -> list[WeightDelta]:
+        """Compute and apply: the model carries ``requests`` afterwards."""
+        deltas = self.compute(requests)
+        self.apply(deltas)
+        return deltas
+
+    def revert(self) -> None:
+        """Undo every applied delta (the weights are restored bit for bit)."""
+        self.applied.revert()
+
+    def save(self, path: str | Path) -> None:
+        """Write the applied deltas (factors and metadata; KB-sized), atomically."""
+        save_deltas(path, self.deltas)
+
+    def load(self, path: str | Path) -> list[WeightDelta]:
+        """Read deltas saved by :meth:`save` and apply them; returns them."""
+        deltas = load_deltas(path)
+        self.apply(deltas)
+        return deltas
