@@ -20,6 +20,7 @@ On CounterFact records (../shared/data/counterfact-dev.json), all in one run:
 Micro-benchmarks report the median of ``--repeats`` runs; ``full_eval`` the median over
 edits. JSON on stdout (and in --out). On a shared, busy machine pass ``--threads 1``: with
 more OpenMP threads than free cores every matrix product waits on the others (10x slower).
+The --data and WikiText-2 defaults are under $FACTEDIT_DATA when it is set.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "counterfact-dev.json"
-WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2-raw-test.txt"
+DATA_DIR = Path(os.environ.get("FACTEDIT_DATA", REPO.parent / "shared" / "data"))
+DATA = DATA_DIR / "counterfact-dev.json"
+WIKITEXT = DATA_DIR / "wikitext-2-raw-test.txt"
 
 
 def _items(lm, request):
@@ -108,11 +110,11 @@ def bench_generation(lm, requests, repeats: int) -> dict:
 def bench_full(lm, requests, layer: int) -> dict:
     import factedit.evaluate.measure as measure
     from factedit.delta import apply_deltas
-    from factedit.editing import Editor
     from factedit.evaluate.scoring import score_continuations, score_unbatched
+    from factedit.session import EditSession
 
-    editor = Editor(lm, layers=(layer,), corpus=[WIKITEXT])
-    editor.compute(requests[0])  # warm: statistics and context templates are cached per model
+    session = EditSession(lm, method="rome", layers=(layer,), corpus=[WIKITEXT])
+    session.compute([requests[0]])  # warm: statistics and context templates are cached
 
     def naive(lm_, items, batch_size=None):
         return score_unbatched(lm_, items)
@@ -132,7 +134,7 @@ def bench_full(lm, requests, layer: int) -> dict:
     rows = []
     for request in requests:
         t0 = time.perf_counter()
-        deltas = editor.compute(request)
+        deltas = session.compute([request])
         edit_s = time.perf_counter() - t0
         rows.append(
             {

@@ -18,7 +18,9 @@ files, ``n_tokens`` (vectors in C), ``corpus_tokens`` (stream tokens in the file
 (corpus: sampling or nothing; stats: C; eval), and how far apart the two C are as an edit sees
 them: cos(u_text, u_model), u = C⁻¹k* for each record's k* (median, min). --cosines n1,n2,...
 adds per corpus the median cos(u_n, u_full), C_n from the first n tokens of the same files.
-On a shared, busy machine pass --threads 1.
+On a shared, busy machine pass --threads 1. The edited row's ``skipped`` lists the indices of
+the edits a guard refused (``EvalResult.refused``; they are kept out of the averages). The
+--records and --corpus defaults are under $FACTEDIT_DATA when it is set.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = Path(os.environ.get("FACTEDIT_DATA", REPO.parent / "shared" / "data"))
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,23 +77,29 @@ def prepare(lm, layer: int, corpus: list[str], n_tokens: int | None) -> dict:
 
 def evaluate(lm, spec, paths: list[str], n_tokens: int) -> tuple[dict, dict, float]:
     """(unedited row, edited row, seconds): independent edits, no generation."""
-    from factedit.editing import Editor
     from factedit.evaluate.runner import EvalOptions, run_independent
+    from factedit.session import EditSession
 
     hparams = {**spec.hparams, "mom2_n_tokens": n_tokens}
-    editor = Editor(
-        lm, layers=spec.layers, hparams=hparams, corpus=paths, seed=spec.seed, requests=spec.edits
+    session = EditSession(
+        lm,
+        method=spec.method,
+        layers=spec.layers,
+        hparams=hparams,
+        corpus=paths,
+        seed=spec.seed,
+        requests=spec.edits,
     )
     start = time.perf_counter()
     result = run_independent(
         lm,
         spec.edits,
-        editor,
+        session,
         kind=spec.kind,
         options=EvalOptions(generation=False, seed=spec.seed),
     )
-    failed = [o.index for o in result.failed]
-    edited = {**_round(result.edited), "skipped": failed}
+    refused = [o.index for o in result.refused]
+    edited = {**_round(result.edited), "skipped": refused}
     return _round(result.unedited), edited, time.perf_counter() - start
 
 
@@ -103,7 +111,8 @@ def subject_keys(lm, spec, layer: int):
     """k* of every record [N, d_in] (template-averaged, as the edit computes it)."""
     import torch
 
-    from factedit.methods.rome import RomeHParams, compute_key
+    from factedit.methods.hparams import RomeHParams
+    from factedit.methods.rank_one import compute_key
     from factedit.methods.templates import context_templates
 
     hp = RomeHParams.from_overrides(spec.hparams)
@@ -139,9 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     import torch
 
-    from factedit.editing import resolve_layers
     from factedit.models import load_model
     from factedit.spec import load_spec
+    from factedit.trace.recommend import resolve_layers
 
     if args.threads:
         torch.set_num_threads(args.threads)

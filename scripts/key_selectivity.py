@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from factedit.hooks import Trace
-from factedit.methods.rome import RomeHParams
+from factedit.methods.hparams import RomeHParams
 from factedit.models import load_model
 from factedit.models.loading import LoadedModel
 from factedit.stats import second_moment

@@ -4,8 +4,9 @@ Library entry points::
 
     from factedit.models import load_model          # preset / hub id / directory / .gguf
     from factedit.spec import load_spec             # YAML spec or CounterFact / zsRE JSON
-    from factedit.methods.rome import compute_rome  # -> WeightDelta (model untouched)
-    from factedit.delta import WeightDelta          # apply() / revert() / save() / load()
+    from factedit.session import EditSession        # compute / apply / revert / save / load
+    from factedit.methods.registry import METHODS   # the methods by name, with their hparams
+    from factedit.delta import WeightDelta          # ΔW = left @ right.T, one weight
 """
 
 __version__ = "0.1.0"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from factedit.batching import pad_right
 from factedit.hooks import Trace
+from factedit.kvcache import cache_argument, output_cache
 from factedit.models.arch import Architecture
 
 
@@ -145,11 +145,8 @@ class PrefixCache:
                     attention_mask=torch.ones_like(prefix_ids),
                     use_cache=True,
                 )
-            cache = getattr(out, "cache", None)
-            self._cache = cache if cache is not None else out.past_key_values
-        # transformers 5.x renamed the argument from past_key_values to cache
-        forward_args = inspect.signature(base_model.forward).parameters
-        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+            self._cache = output_cache(out)
+        self._cache_arg = cache_argument(base_model)
 
     def inputs(self) -> dict[str, Any]:
         """Keyword arguments for one forward pass over the suffixes."""

@@ -18,8 +18,8 @@ from typing import Any
 class LazyImports:
     """Names a CLI module uses only when a command runs, imported then (not at start-up).
 
-    ``_heavy = LazyImports(globals(), {"Editor": "factedit.editing", ...})`` in the module,
-    ``__getattr__ = _heavy.getattr`` so that ``module.Editor`` imports it on first access
+    ``_heavy = LazyImports(globals(), {"EditSession": "factedit.session", ...})`` in the module,
+    ``__getattr__ = _heavy.getattr`` so that ``module.EditSession`` imports it on first access
     (tests monkeypatch such names), and a command calls ``_heavy.load()`` first: it puts every
     name that is not set yet into the module's globals (a monkeypatched one stays), so the
     function bodies use them as ordinary globals.

@@ -76,6 +76,7 @@ def _edit_entry(outcome: EditOutcome) -> dict[str, Any]:
         "layers": list(outcome.layers),
         "status": outcome.status,
         "reason": outcome.reason,
+        "error": outcome.reason if outcome.status == "refused" else None,
         "timing": {"edit_s": outcome.edit_seconds, "measure_s": outcome.measure_seconds},
         "metrics": {"unedited": before, "edited": after, "delta": _delta(before, after)},
         "measurements": {
@@ -109,6 +110,7 @@ def build_report(
         "versions": _versions(),
         "timing": dict(result.timing),
         "refused": len(result.refused),
+        "n_failed": len(result.refused),
         "averaged_over": len(result.counted),
         "view": list(view_for(result.kind, edited)),
         "metrics": {"unedited": unedited, "edited": edited, "delta": _delta(unedited, edited)},

@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
+from factedit.batching import pad_left
 from factedit.evaluate.generation import generate_ids, generate_text
 from factedit.evaluate.scoring import (
-    left_pad,
     plan_buckets,
     score_continuations,
     score_unbatched,
@@ -83,7 +83,7 @@ def test_bos_is_kept_and_targets_have_no_bos(sp_tokenizer):
 
 
 def test_left_pad_aligns_prompt_ends():
-    ids, mask, pos = left_pad([[1, 2, 3], [4]], pad=0)
+    ids, mask, pos = pad_left([[1, 2, 3], [4]], 0)
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     assert pos.tolist() == [[0, 1, 2], [0, 0, 0]]

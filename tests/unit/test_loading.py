@@ -171,7 +171,7 @@ def test_remote_code_is_off_unless_asked_and_the_hub_is_announced(tmp_path, monk
 
 
 def test_spec_accepts_exactly_the_architecture_map_keys():
-    """spec.py keeps its own copy of the keys (no torch import to validate a spec)."""
+    """factedit.spec keeps its own copy of the keys (no torch import to validate a spec)."""
     from factedit.models.arch import ARCH_KEYS as MAP_KEYS
     from factedit.spec import ARCH_KEYS as SPEC_KEYS
 

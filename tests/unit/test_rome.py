@@ -18,7 +18,7 @@ from factedit.hooks import Trace
 from factedit.methods.hparams import RomeHParams
 from factedit.methods.rank_one import compute_key, rank_one_delta
 from factedit.methods.rome import compute_rome
-from factedit.methods.value import HookSite, ValueBatch, optimise_values
+from factedit.methods.value import HookSite, optimise_value
 from factedit.session import EditSession
 from factedit.spec import EditRequest
 from factedit.testing import TINY_MODEL_TYPES
@@ -42,8 +42,8 @@ def _digest(model: torch.nn.Module) -> str:
 
 def value_of(lm, request, layer, templates, hp, *, prefix=True):
     """(v* [d_out], log) of one request at W's output, as ROME computes it."""
-    batch = ValueBatch.build(lm, [request], templates)
-    result = optimise_values(lm, batch, HookSite.down_proj(lm, layer), hp, prefix=prefix)[0]
+    site = HookSite.down_proj(lm, layer)
+    result = optimise_value(lm, request, site, templates, hp, prefix=prefix)
     return result.v_star, result.log
 
 

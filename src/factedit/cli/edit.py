@@ -57,6 +57,19 @@ edit_app = typer.Typer(
 out = Console(highlight=False)
 
 SpecArg = Annotated[Path, typer.Argument(help="Edit spec (.yaml) or CounterFact/zsRE .json.")]
+# The options of `edit apply`; typer derives each option's name from its parameter's.
+LimitOpt = Annotated[int | None, typer.Option(help="Use at most N edits/records.")]
+OffsetOpt = Annotated[int, typer.Option(help="Skip the first K edits/records.")]
+OutDirOpt = Annotated[
+    Path | None, typer.Option("--out", help="Write the edited model here (HF directory).")
+]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing --out directory.")]
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="Write the before/after numbers as JSON.")
+]
+AllowLargeUpdatesOpt = Annotated[
+    bool, typer.Option(help="Apply updates whose norm looks like a disabling edit.")
+]
 
 
 @edit_app.command("validate")
@@ -78,18 +91,12 @@ def apply_command(
     model: ModelOpt = None,
     layers: LayersOpt = None,
     corpus: CorpusOpt = None,
-    limit: Annotated[int | None, typer.Option(help="Use at most N edits/records.")] = None,
-    offset: Annotated[int, typer.Option(help="Skip the first K edits/records.")] = 0,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Write the edited model here (HF directory).")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write the before/after numbers as JSON.")
-    ] = None,
-    allow_large_updates: Annotated[
-        bool, typer.Option(help="Apply updates whose norm looks like a disabling edit.")
-    ] = False,
+    limit: LimitOpt = None,
+    offset: OffsetOpt = 0,
+    out_dir: OutDirOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_path: JsonOpt = None,
+    allow_large_updates: AllowLargeUpdatesOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     trust_remote_code: TrustOpt = False,

@@ -32,7 +32,7 @@ from factedit.paths import atomic_write_text
 
 if TYPE_CHECKING:
     from factedit.evaluate.gate import parse_thresholds
-    from factedit.evaluate.job import EvalJob, plan_eval, run_eval
+    from factedit.evaluate.job import EvalJob, EvalOutcome, plan_eval, run_eval
     from factedit.report import (
         per_edit_table,
         render_markdown,
@@ -59,61 +59,75 @@ _heavy = LazyImports(
 __getattr__ = _heavy.getattr
 
 
+SourceArg = Annotated[
+    Path, typer.Argument(help="Edit spec (YAML/JSON), CounterFact JSON or zsRE JSON.")
+]
+MethodOpt = Annotated[
+    str | None, typer.Option("--method", help="Editing method (default: the spec's, rome).")
+]
+LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use N edits.")]
+OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Skip the first K edits.")]
+IndependentOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--independent/--sequential",
+        help="Each edit alone on the unedited model, undone after measuring (default for "
+        "CounterFact/zsRE files), or edits accumulating (default for specs).",
+    ),
+]
+EditedOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--edited",
+        help="Evaluate this already-edited model (directory / any --model reference) "
+        "against the unedited --model; no editing.",
+    ),
+]
+JsonReportOpt = Annotated[
+    Path | None, typer.Option("--json", help="Write the full report (factedit.eval/1).")
+]
+MarkdownOpt = Annotated[
+    Path | None, typer.Option("--markdown", help="Write a Markdown summary (PR comments).")
+]
+PerEditOpt = Annotated[bool, typer.Option("--per-edit", help="Show one row per edit.")]
+FailUnderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fail-under",
+        help="Gate on edited metrics, e.g. es=95,ps=80,ns=70: exit 1 if any falls short. "
+        f"Metrics: {', '.join(METRIC_KEYS)}.",
+    ),
+]
+GenerationOpt = Annotated[
+    bool,
+    typer.Option("--generation/--no-generation", help="Sample texts for GE and mentions."),
+]
+AllowLargeUpdatesOpt = Annotated[
+    bool,
+    typer.Option("--allow-large-updates", help="Apply edits with ‖ΔW‖/‖W‖ above the limit."),
+]
+
+
 @cli_errors
 def eval_command(
-    source: Annotated[
-        Path, typer.Argument(help="Edit spec (YAML/JSON), CounterFact JSON or zsRE JSON.")
-    ],
-    method: Annotated[
-        str | None, typer.Option("--method", help="Editing method (default: the spec's, rome).")
-    ] = None,
+    source: SourceArg,
+    method: MethodOpt = None,
     layers: LayersOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use N edits.")] = None,
-    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip the first K edits.")] = 0,
+    limit: LimitOpt = None,
+    offset: OffsetOpt = 0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     trust_remote_code: TrustOpt = False,
-    independent: Annotated[
-        bool | None,
-        typer.Option(
-            "--independent/--sequential",
-            help="Each edit alone on the unedited model, undone after measuring (default for "
-            "CounterFact/zsRE files), or edits accumulating (default for specs).",
-        ),
-    ] = None,
-    edited: Annotated[
-        Path | None,
-        typer.Option(
-            "--edited",
-            help="Evaluate this already-edited model (directory / any --model reference) "
-            "against the unedited --model; no editing.",
-        ),
-    ] = None,
+    independent: IndependentOpt = None,
+    edited: EditedOpt = None,
     corpus: CorpusOpt = None,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write the full report (factedit.eval/1).")
-    ] = None,
-    markdown_path: Annotated[
-        Path | None, typer.Option("--markdown", help="Write a Markdown summary (PR comments).")
-    ] = None,
-    per_edit: Annotated[bool, typer.Option("--per-edit", help="Show one row per edit.")] = False,
-    fail_under: Annotated[
-        str | None,
-        typer.Option(
-            "--fail-under",
-            help="Gate on edited metrics, e.g. es=95,ps=80,ns=70: exit 1 if any falls short. "
-            f"Metrics: {', '.join(METRIC_KEYS)}.",
-        ),
-    ] = None,
-    generation: Annotated[
-        bool,
-        typer.Option("--generation/--no-generation", help="Sample texts for GE and mentions."),
-    ] = True,
-    allow_large_updates: Annotated[
-        bool,
-        typer.Option("--allow-large-updates", help="Apply edits with ‖ΔW‖/‖W‖ above the limit."),
-    ] = False,
+    json_path: JsonReportOpt = None,
+    markdown_path: MarkdownOpt = None,
+    per_edit: PerEditOpt = False,
+    fail_under: FailUnderOpt = None,
+    generation: GenerationOpt = True,
+    allow_large_updates: AllowLargeUpdatesOpt = False,
 ) -> None:
     """Edit each fact, measure efficacy, generalisation, specificity and fluency, and report."""
     _heavy.load()
@@ -138,16 +152,36 @@ def eval_command(
     if plan.corpus is not None:
         info(plan.corpus.describe())
     outcome = run_eval(plan)
-    report, shortfalls = outcome.report, outcome.shortfalls
+    _write_reports(outcome, job.thresholds, json_path, markdown_path, per_edit=per_edit)
+    _render(outcome, job.thresholds, per_edit=per_edit)
+
+
+def _write_reports(
+    outcome: EvalOutcome,
+    thresholds: dict[str, float],
+    json_path: Path | None,
+    markdown_path: Path | None,
+    *,
+    per_edit: bool,
+) -> None:
+    """Write the report as JSON (``--json``) and as a Markdown summary (``--markdown``)."""
     if json_path is not None:
-        write_json(json_path, report)
+        write_json(json_path, outcome.report)
         info(f"wrote {json_path}")
     if markdown_path is not None:
         text = render_markdown(
-            report, per_edit=per_edit, shortfalls=shortfalls, thresholds=job.thresholds or None
+            outcome.report,
+            per_edit=per_edit,
+            shortfalls=outcome.shortfalls,
+            thresholds=thresholds or None,
         )
         atomic_write_text(markdown_path, text)
         info(f"wrote {markdown_path}")
+
+
+def _render(outcome: EvalOutcome, thresholds: dict[str, float], *, per_edit: bool) -> None:
+    """Print the title and summary (and per-edit) tables; exit 1 when the gate failed."""
+    report, shortfalls = outcome.report, outcome.shortfalls
     out = Console()
     out.print(f"[bold]{escape(report_title(report))}[/bold]", soft_wrap=True)
     out.print(summary_table(report))
@@ -155,5 +189,5 @@ def eval_command(
         out.print(per_edit_table(report))
     if shortfalls:
         raise fail(f"quality gate failed: {'; '.join(s.describe() for s in shortfalls)}", 1)
-    if job.thresholds:
-        info("quality gate passed: " + ", ".join(f"{k} ≥ {v:g}" for k, v in job.thresholds.items()))
+    if thresholds:
+        info("quality gate passed: " + ", ".join(f"{k} ≥ {v:g}" for k, v in thresholds.items()))

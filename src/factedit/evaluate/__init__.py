@@ -1,4 +1,6 @@
-"""Evaluate edits: CounterFact / zsRE metrics, fluency, and the evaluation loops (SPEC §6).
+"""Evaluate edits: CounterFact / zsRE metrics, fluency, and the evaluation loops.
+
+The metrics are the ROME paper's (Meng et al. 2022, §4 and Appendix C).
 
     m = measure_request(lm, request, generation=True)  # all prompt x target scores (+ samples)
     request_metrics(m)          # {"es", "em", "ps", "pm", "ns", "nm", "s", "ge", ...} x 100

@@ -1,4 +1,4 @@
-"""CounterFact metrics (ROME paper §4.1 / SPEC §6), from a :class:`RequestMeasurement`.
+"""CounterFact metrics from a :class:`RequestMeasurement` (Meng et al. 2022, §4.2, App. C).
 
 With ``score(p, t)`` the mean token NLL of " " + t after p, n = target_new, o = target_true
 and ``P(t) = exp(-score(p, t))`` (ROME's magnitudes; kmeng01/rome ``experiments/summarize.py``):

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from factedit.evaluate.scoring import cache_kwarg, left_pad, pad_id, returned_cache
+from factedit.batching import pad_left, pad_token_id
+from factedit.kvcache import cache_argument, output_cache
 from factedit.models.loading import LoadedModel
 from factedit.tokens import prompt_token_ids, visible_text
 
@@ -43,8 +44,8 @@ def decode_steps(
     The prompts are left-padded into one batch [B, P] and run once; every later step feeds
     only the new column [B, 1]. The caller may stop early (``break``): nothing runs after it.
     """
-    ids, mask, positions = (t.to(lm.device) for t in left_pad(prompts, pad_id(lm)))
-    cache_kw = cache_kwarg(lm.model)
+    ids, mask, positions = pad_left(prompts, pad_token_id(lm.tokenizer), lm.device)
+    cache_kw = cache_argument(lm.model)
     out = lm.model(
         input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
     )
@@ -61,7 +62,7 @@ def decode_steps(
             attention_mask=mask,
             position_ids=last_pos[:, None],
             use_cache=True,
-            **{cache_kw: returned_cache(out)},
+            **{cache_kw: output_cache(out)},
         )
 
 

@@ -8,10 +8,11 @@ when the request names explicit answers (zsRE ``loc_ans``, YAML ``answer``). Wit
 the mention counts. Metrics are computed from the result by
 :func:`factedit.evaluate.metrics.request_metrics`.
 
-Probabilities reported per prompt and target: ``nll`` (mean token NLL, the SPEC §6 score
-that metrics compare), ``prob = exp(-nll)`` (the per-token geometric-mean probability, which
-ROME's magnitudes EM/PM/NM average), ``logprob`` (log-probability of the whole target
-string), the per-token log-probabilities and the teacher-forced top-1 ``accuracy``.
+Probabilities reported per prompt and target: ``nll`` (mean token NLL, the CounterFact score
+of Meng et al. 2022, §4.2, that metrics compare), ``prob = exp(-nll)`` (the per-token
+geometric-mean probability, which ROME's magnitudes EM/PM/NM average), ``logprob``
+(log-probability of the whole target string), the per-token log-probabilities and the
+teacher-forced top-1 ``accuracy``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ How the work is batched (each prompt is run once, however many targets it has):
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from typing import Any
 
 import torch
 
+from factedit.batching import pad_left, pad_right, pad_token_id
+from factedit.kvcache import cache_argument, output_cache
 from factedit.models.loading import LoadedModel
 
 Item = tuple[Sequence[int], Sequence[int]]
@@ -58,7 +59,8 @@ class TokenScores:
 
     @property
     def nll(self) -> float:
-        """Length-normalised NLL: mean over target tokens of -log p (SPEC §6 ``score``)."""
+        """Length-normalised NLL: mean over target tokens of -log p (the CounterFact
+        score, Meng et al. 2022, §4.2)."""
         return -sum(self.logprobs) / len(self.logprobs)
 
     @property
@@ -78,39 +80,6 @@ class TokenScores:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def pad_id(lm: LoadedModel) -> int:
-    """A token id to put under masked positions (its value never matters)."""
-    tok = lm.tokenizer
-    for candidate in (tok.pad_token_id, tok.eos_token_id, 0):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
-def left_pad(
-    rows: Sequence[Sequence[int]], pad: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``input_ids``, ``attention_mask``, ``position_ids``, each [B, P]; rows end in column P-1."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return ids, mask, (mask.cumsum(dim=1) - 1).clamp(min=0)
-
-
-def cache_kwarg(model: torch.nn.Module) -> str:
-    """The forward argument that takes the KV cache (``cache`` in recent transformers 5.x)."""
-    params = inspect.signature(type(model).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def returned_cache(output: Any) -> Any:
-    """The KV cache of a model output, under either of its transformers names."""
-    return output["cache"] if "cache" in output else output["past_key_values"]
 
 
 def pass_overhead(lm: LoadedModel) -> int:
@@ -150,7 +119,7 @@ def _score_bucket(
 ) -> list[list[TokenScores]]:
     """Scores of ``targets[i][k]`` after ``prompts[i]``; one prompt pass (+ one continuation)."""
     device = lm.device
-    ids, mask, positions = (t.to(device) for t in left_pad(prompts, pad_id(lm)))
+    ids, mask, positions = pad_left(prompts, pad_token_id(lm.tokenizer), device)
     longer = [(i, t) for i, ts in enumerate(targets) for t in ts if len(t) > 1]
     out = lm.model(
         input_ids=ids,
@@ -163,7 +132,7 @@ def _score_bucket(
     first_top = first.argmax(dim=-1).tolist()
     rest: dict[int, tuple[list[float], list[bool]]] = {}
     if longer:
-        rest = _continue(lm, returned_cache(out), mask, positions[:, -1], longer)
+        rest = _continue(lm, output_cache(out), mask, positions[:, -1], longer)
     results, k = [], 0
     for i, ts in enumerate(targets):
         row = []
@@ -187,21 +156,18 @@ def _continue(
     device = prompt_mask.device
     rows = torch.tensor([i for i, _ in longer], dtype=torch.long, device=device)
     cache.reorder_cache(rows)  # one cache row per (prompt, target) pair
-    width = max(len(t) for _, t in longer) - 1
-    ids = torch.full((len(longer), width), pad_id(lm), dtype=torch.long)
-    cont_mask = torch.zeros((len(longer), width), dtype=torch.long)
-    gold = torch.zeros((len(longer), width), dtype=torch.long)
-    for r, (_, t) in enumerate(longer):
-        ids[r, : len(t) - 1] = torch.tensor(list(t[:-1]), dtype=torch.long)
-        cont_mask[r, : len(t) - 1] = 1
-        gold[r, : len(t) - 1] = torch.tensor(list(t[1:]), dtype=torch.long)
+    ids, cont_mask = pad_right(
+        [t[:-1] for _, t in longer], pad_token_id(lm.tokenizer), device
+    )  # [M, W]
+    gold, _ = pad_right([t[1:] for _, t in longer], 0)  # [M, W]: the tokens to score
+    width = ids.shape[1]
     positions = last_pos[rows][:, None] + 1 + torch.arange(width, device=device)[None, :]
     out = lm.model(
-        input_ids=ids.to(device),
-        attention_mask=torch.cat([prompt_mask[rows], cont_mask.to(device)], dim=1),
+        input_ids=ids,
+        attention_mask=torch.cat([prompt_mask[rows], cont_mask], dim=1),
         position_ids=positions,
         use_cache=True,
-        **{cache_kwarg(lm.model): cache},
+        **{cache_argument(lm.model): cache},
     )
     logits = out.logits.float()  # [M, W, V]: column j predicts target token j + 1
     gold = gold.to(logits.device)

@@ -4,11 +4,11 @@
     v.line()   -> "rewrite 1/1, paraphrases 2/2, neighbours kept 9/10"
     v.changed  -> neighbour prompts the edit turned to target_new
 
-The comparisons are the CounterFact ones (SPEC §6): a rewrite or paraphrase prompt passes
-when target_new scores a lower mean token NLL than target_true (with no target_true known:
-when every target_new token is the top-1 prediction); a neighbour is kept when its expected
-answer (its own ``answer``, else target_true) still beats target_new. A neighbour *changed*
-when it was kept before the edit and is not after it.
+The comparisons are the CounterFact ones (Meng et al. 2022, §4.2): a rewrite or paraphrase
+prompt passes when target_new scores a lower mean token NLL than target_true (with no
+target_true known: when every target_new token is the top-1 prediction); a neighbour is kept
+when its expected answer (its own ``answer``, else target_true) still beats target_new. A
+neighbour *changed* when it was kept before the edit and is not after it.
 """
 
 from __future__ import annotations

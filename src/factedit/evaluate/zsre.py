@@ -11,7 +11,7 @@ target tokens before it, and a token counts as correct when it is the arg-max pr
 
 Accuracies pool the tokens of all prompts in a group (the reference's ``np.mean`` over the
 flattened per-token list). All values are x 100. This is *not* comparable with CounterFact's
-probability-comparison metrics (SPEC §6).
+probability-comparison metrics (Meng et al. 2022, ROME, §4.1: zsRE is scored by token accuracy).
 """
 
 from __future__ import annotations

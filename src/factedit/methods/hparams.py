@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from factedit.errors import FactEditError
+from factedit.yamltypes import type_name as _type_name
 
 H = TypeVar("H", bound="HParams")
 
@@ -44,16 +45,6 @@ def param(
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return type(value).__name__
 
 
 def _number(key: str, value: object, integer: bool) -> int | float:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from factedit.batching import pad_right
+from factedit.batching import pad_right, pad_token_id
 from factedit.delta import WeightDelta
 from factedit.hooks import Trace
 from factedit.methods.value import rewrite_prompts
@@ -27,7 +27,8 @@ def compute_key(
 ) -> torch.Tensor:
     """k*: W's input at the last subject token, averaged over the templates [d_in] float32."""
     prompts = rewrite_prompts(lm, request, templates)
-    ids, mask = pad_right([p.input_ids for p in prompts], lm.tokenizer.pad_token_id, lm.device)
+    pad = pad_token_id(lm.tokenizer)
+    ids, mask = pad_right([p.input_ids for p in prompts], pad, lm.device)
     name = lm.arch.down_proj_name(layer)
     with Trace(lm.model, name, retain_input=True, retain_output=False, stop=True) as tr:
         lm.model(input_ids=ids, attention_mask=mask, use_cache=False)

@@ -22,7 +22,7 @@ from factedit.delta import AppliedDeltas, WeightDelta
 from factedit.errors import FactEditError
 from factedit.methods.rank_one import compute_key, norm_matched_value, rank_one_delta
 from factedit.methods.state import MethodState
-from factedit.methods.value import HookSite, ValueBatch, optimise_values
+from factedit.methods.value import HookSite, optimise_value
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
 
@@ -66,8 +66,7 @@ def compute_rome(
     templates = state.templates(lm)
     C = state.second_moment(lm, layer)
     k_star = compute_key(lm, request, layer, templates)
-    batch = ValueBatch.build(lm, [request], templates)
-    value = optimise_values(lm, batch, HookSite.down_proj(lm, layer), hp)[0]
+    value = optimise_value(lm, request, HookSite.down_proj(lm, layer), templates, hp)
     v_star, factor, scale = value.v_star, 1.0, "none"
     if hp.value_scale == "norm" and lm.arch.mlp_output_is_normed():
         v_star, factor = norm_matched_value(lm, layer, k_star, v_star)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from factedit.batching import pad_right
+from factedit.batching import pad_right, pad_token_id
 from factedit.forward import PrefixCache, hidden_at, resume_from_layer
 from factedit.hooks import Trace
 from factedit.methods.hparams import RomeHParams
@@ -129,7 +129,7 @@ class _Forward:
 
     def __init__(self, lm: LoadedModel, batch: ValueBatch, site: HookSite, prefix: bool) -> None:
         self.lm, self.site, self.prefix = lm, site, prefix
-        device, pad = lm.device, lm.tokenizer.pad_token_id
+        device, pad = lm.device, pad_token_id(lm.tokenizer)
         if prefix:
             self.cache = PrefixCache(lm.arch.base_model(), batch.rows, batch.split, pad, device)
             self.offsets = list(batch.split)
@@ -293,6 +293,20 @@ def optimise_values(
         }
         results.append(ValueResult(v_star=v_orig + delta[i], v_orig=v_orig, log=log))
     return results
+
+
+def optimise_value(
+    lm: LoadedModel,
+    request: EditRequest,
+    site: HookSite,
+    templates: Sequence[str],
+    hp: RomeHParams,
+    *,
+    prefix: bool = True,
+) -> ValueResult:
+    """v* of one fact (a batch of one; see :func:`optimise_values`)."""
+    batch = ValueBatch.build(lm, [request], templates)
+    return optimise_values(lm, batch, site, hp, prefix=prefix)[0]
 
 
 def _site_width(lm: LoadedModel, site: HookSite) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from factedit.errors import SpecError
+from factedit.yamltypes import type_name as _type_name
 
 _QUOTE_MAX = 60
 
@@ -46,19 +47,6 @@ def _quote(text: object) -> str:
     if len(shown) > _QUOTE_MAX:
         shown = shown[: _QUOTE_MAX - 3] + "..."
     return json.dumps(shown, ensure_ascii=False)
-
-
-def _type_name(value: object) -> str:
-    """The YAML / JSON name of ``value``'s type (``null``, ``boolean``, ``mapping``, ...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, Mapping):
-        return "mapping"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    return type(value).__name__
 
 
 def _describe(value: object) -> str:

@@ -1,4 +1,6 @@
-"""Second-moment statistics C = E[k kᵀ] of the MLP down-projection's inputs (SPEC §4).
+"""Second-moment statistics C = E[k kᵀ] of the MLP down-projection's inputs.
+
+ROME (Meng et al. 2022, Eq. 2 and Appendix A) solves against C.
 
     C = second_moment(lm, layer, corpus=None)   # [d_in, d_in] float32, CPU
     choice = choose_corpus(None)          # which corpus, decided without loading anything:

@@ -1,6 +1,6 @@
 """Average causal effects over many known facts (the ROME paper's average-effect figure).
 
-    facts = load_known_facts("../shared/data/known-facts.json")
+    facts = load_known_facts("known-facts.json")     # ROME known_1000.json format
     agg = aggregate_trace(lm, facts, limit=50)    # only facts the model itself predicts
     agg.effects["mlp"]        # [6, L] mean indirect effect per token group and layer
     agg.recommended_layer()   # peak of the MLP effect at the last subject token
@@ -258,24 +258,18 @@ def aggregate_trace(
     resumed = 0
     for i, (fact, _) in enumerate(kept):
         path = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fact-{i:03d}.json"
-        expected = trace_settings(lm, kinds, samples, std, std, window, seed + i, engine_name)
-        result = None if path is None else read_checkpoint(path, fact, expected)
-        if result is not None:
-            resumed += 1
-        else:
-            result = trace_fact(
-                lm,
-                fact.prompt,
-                fact.subject,
-                kinds=kinds,
-                samples=samples,
-                noise=std,
-                window=window,
-                seed=seed + i,
-                engine_name=engine_name,
-            )
-            if path is not None:
-                atomic_write_text(path, json.dumps(result.to_json()))
+        result, from_checkpoint = trace_or_resume(
+            lm,
+            fact,
+            path,
+            kinds=kinds,
+            samples=samples,
+            std=std,
+            window=window,
+            seed=seed + i,
+            engine_name=engine_name,
+        )
+        resumed += from_checkpoint
         traces.append(result)
         if on_fact is not None:
             on_fact(i, len(kept), result)
@@ -287,6 +281,44 @@ def aggregate_trace(
         "resumed": resumed,
     }
     return AggregateResult(traces, scanned, effects, counts, settings)
+
+
+def trace_or_resume(
+    lm: LoadedModel,
+    fact: KnownFact,
+    path: Path | None,
+    *,
+    kinds: tuple[str, ...],
+    samples: int,
+    std: float,
+    window: int,
+    seed: int,
+    engine_name: str,
+) -> tuple[TraceResult, bool]:
+    """One kept fact of :func:`aggregate_trace`, traced with the absolute noise ``std``.
+
+    Returns (trace, True) when ``path`` holds this fact traced with these settings
+    (:func:`read_checkpoint`); otherwise traces it, saves it at ``path`` (atomically) when a
+    path is given, and returns (trace, False).
+    """
+    expected = trace_settings(lm, kinds, samples, std, std, window, seed, engine_name)
+    result = None if path is None else read_checkpoint(path, fact, expected)
+    if result is not None:
+        return result, True
+    result = trace_fact(
+        lm,
+        fact.prompt,
+        fact.subject,
+        kinds=kinds,
+        samples=samples,
+        noise=std,
+        window=window,
+        seed=seed,
+        engine_name=engine_name,
+    )
+    if path is not None:
+        atomic_write_text(path, json.dumps(result.to_json()))
+    return result, False
 
 
 def read_checkpoint(path: Path, fact: KnownFact, expected: dict[str, Any]) -> TraceResult | None:

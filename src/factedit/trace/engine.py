@@ -25,8 +25,6 @@ Equal (allclose) to :mod:`factedit.trace.reference`, which runs one full forward
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -37,6 +35,7 @@ from torch import nn
 from factedit.console import progress
 from factedit.forward import resume_from_layer
 from factedit.hooks import Trace, TraceDict
+from factedit.kvcache import cache_argument, output_cache
 from factedit.models.arch import Architecture
 from factedit.models.loading import LoadedModel
 from factedit.trace.patching import (
@@ -59,15 +58,9 @@ def site_start(arch: Architecture, site: Site, window: int) -> int:
 
 
 # ---- the KV cache of the corrupted run (prefix reuse) --------------------------------------
-@functools.cache
-def _cache_kwarg(model_cls: type) -> str | None:
-    params = inspect.signature(model_cls.forward).parameters
-    return next((k for k in ("cache", "past_key_values") if k in params), None)
-
-
 def _returned_cache(model: nn.Module, out: Any, num_tokens: int) -> Any | None:
     """The corrupted run's cache if prefixes can be re-used from it, else None."""
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    cache = output_cache(out)
     layers = getattr(cache, "layers", None)
     if not layers or not all(hasattr(layer, "keys") for layer in layers):
         return None
@@ -95,7 +88,7 @@ def corrupted_run(lm: LoadedModel, problem: TraceProblem) -> tuple[torch.Tensor,
     ids = problem.input_ids.to(lm.device).repeat(problem.samples, 1)
     names = [lm.arch.layer_name(layer) for layer in range(lm.arch.num_layers)]
     noise = noise_editor(problem.prompt.subject_span, problem.noise)
-    use_cache = _cache_kwarg(type(lm.model)) is not None
+    use_cache = cache_argument(lm.model, default=None) is not None
     with (
         Trace(lm.model, lm.arch.paths.embed, edit_output=noise, retain_output=False),
         TraceDict(lm.model, names, detach=True) as td,
@@ -125,7 +118,7 @@ def _run_rows(
     ids = problem.input_ids[:, prefix:].to(lm.device).repeat(len(rows), 1)
     kwargs: dict[str, Any] = {}
     if prefix > 0:
-        kwargs[_cache_kwarg(type(lm.model))] = _prefix_cache(lm.model, cache, samples, prefix)
+        kwargs[cache_argument(lm.model)] = _prefix_cache(lm.model, cache, samples, prefix)
     with contextlib.ExitStack() as stack:
         if start == 0:
             a, b = problem.prompt.subject_span
