@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from factedit.console import info, progress
 from factedit.errors import FactEditError
@@ -30,6 +30,9 @@ from factedit.models.loading import LoadedModel, load_for_spec
 from factedit.report import build_report
 from factedit.spec import EditSpec, load_spec
 from factedit.stats.choice import CorpusChoice, check_corpus
+
+if TYPE_CHECKING:
+    from factedit.session import EditSession
 
 _GENERATION_METRICS = ("ge", "mention_new", "mention_true")
 _PROBABILITY_METRICS = ("es", "em", "ps", "pm", "s", "mention_true")
@@ -118,11 +121,11 @@ def _load(plan: EvalPlan, reference: str | None) -> LoadedModel:
     )
 
 
-def _session(plan: EvalPlan, lm: LoadedModel) -> Any:
-    from factedit.session import EditSession
+def _session(plan: EvalPlan, lm: LoadedModel) -> EditSession:
+    from factedit import session as sessions  # looked up at run time (tests replace it)
 
     job = plan.job
-    session = EditSession(
+    session = sessions.EditSession(
         lm,
         method=plan.method,
         layers=plan.layers,
@@ -136,7 +139,9 @@ def _session(plan: EvalPlan, lm: LoadedModel) -> Any:
     return session
 
 
-def _execute(plan: EvalPlan, lm: LoadedModel, edited_lm: LoadedModel | None, session: Any):
+def _execute(
+    plan: EvalPlan, lm: LoadedModel, edited_lm: LoadedModel | None, session: EditSession | None
+) -> EvalResult:
     spec, options = plan.spec, EvalOptions(generation=plan.job.generation, seed=plan.spec.seed)
     with progress() as bar:
         task = bar.add_task("evaluating edits", total=len(spec.edits))
@@ -177,7 +182,7 @@ def run_eval(plan: EvalPlan) -> EvalOutcome:
     return EvalOutcome(report, shortfalls)
 
 
-def _settings(plan: EvalPlan, session: Any) -> dict[str, Any]:
+def _settings(plan: EvalPlan, session: EditSession | None) -> dict[str, Any]:
     job, spec = plan.job, plan.spec
     return {
         "method": None if session is None else session.method,
@@ -193,7 +198,9 @@ def _settings(plan: EvalPlan, session: Any) -> dict[str, Any]:
     }
 
 
-def _gate(report: dict[str, Any], result: EvalResult, thresholds: dict[str, float]):
+def _gate(
+    report: dict[str, Any], result: EvalResult, thresholds: dict[str, float]
+) -> list[Shortfall]:
     """Shortfalls of the edited metrics; a refused edit fails a gate too (it did not happen)."""
     if not thresholds:
         report["gate"] = None
