@@ -9,6 +9,8 @@
 - ``run_edited``: no editing; every request is measured on ``lm`` (unedited) and on
   ``edited_lm`` (e.g. a directory saved by ``factedit edit apply``).
 
+An edit a guard refuses (:class:`~factedit.errors.RefusedEdit`) is recorded with status
+"refused" and its reason, and kept out of every average (:attr:`EvalResult.counted`).
 The unedited measurements are always taken, on the unedited model, so reports show both.
 Sampled texts for GE use the seed ``seed + edit index`` for both model states.
 """
