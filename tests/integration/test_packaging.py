@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from proc_helpers import run_python
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "src" / "factedit"
 PRESETS = ("gemma-3-270m", "smollm2-135m")
@@ -111,13 +113,5 @@ def test_installed_copy_finds_its_presets(wheel, tmp_path):
         "print(' '.join(sorted(mod.list_presets())))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(["-c", probe], cwd=tmp_path, env=env)
     assert done.stdout.split() == sorted(PRESETS)

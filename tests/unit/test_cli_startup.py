@@ -26,6 +26,7 @@ from factedit.cli import edit as edit_cli
 from factedit.cli import eval as eval_cli
 from factedit.cli import trace as trace_cli
 from factedit.cli.main import app
+from proc_helpers import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 EIFFEL = REPO / "configs" / "examples" / "eiffel.yaml"
@@ -54,15 +55,7 @@ def run_fresh(args: list[str], home: Path) -> tuple[dict, str]:
         "COLUMNS": "100",
         "PYTHONPATH": str(REPO / "src"),
     }
-    done = subprocess.run(
-        [sys.executable, "-c", RUN, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(["-c", RUN, *args], cwd=REPO, env=env)
     *output, last = done.stdout.rstrip("\n").split("\n")
     return json.loads(last), "\n".join(output) + done.stderr
 

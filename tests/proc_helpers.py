@@ -1,0 +1,20 @@
+"""Running a fresh Python process from a test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def run_python(
+    args: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: int = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in ``cwd`` with exactly ``env``; fails the test unless it exits 0."""
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=dict(env), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done
