@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from factedit.delta import AppliedDeltas, WeightDelta, load_deltas, save_deltas
+from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas, load_deltas, save_deltas
 from factedit.errors import FactEditError, RefusedEdit
 from factedit.methods.registry import load_method, method_info
 from factedit.methods.state import MethodState
@@ -103,10 +103,7 @@ class EditSession:
 
     def apply(self, deltas: Sequence[WeightDelta]) -> None:
         """W += ΔW for each delta, in order (all checked for NaN/Inf first)."""
-        for delta in deltas:
-            delta.check_finite()
-        for delta in deltas:
-            self.applied.add(delta)
+        apply_deltas(self.lm.model, deltas, into=self.applied)
 
     def edit(self, requests: Sequence[EditRequest]) -> list[WeightDelta]:
         """Compute and apply: the model carries ``requests`` afterwards."""
