@@ -26,7 +26,7 @@ from factedit.evaluate.probe import FluencyProbe, probe_entropy
 from factedit.evaluate.verdict import Verdict, edit_verdict
 from factedit.models.loading import LoadedModel
 from factedit.paths import atomic_dir
-from factedit.session import EditSession
+from factedit.session import PATCH_FILE, EditSession
 from factedit.spec import EditRequest, EditSpec
 from factedit.tokens import prompt_token_ids
 
@@ -57,6 +57,7 @@ class EditRecord:
     seconds: float
     status: str = "applied"
     reason: str | None = None
+    batch: int = 0
 
     @classmethod
     def from_step(cls, step: EditStep, before: Observation, after: Observation) -> EditRecord:
@@ -70,6 +71,7 @@ class EditRecord:
             step.seconds,
             step.status,
             step.reason,
+            step.batch,
         )
 
     @property
@@ -82,6 +84,7 @@ class EditRecord:
             "request": self.request.to_dict(),
             "status": self.status,
             "reason": self.reason,
+            "batch": self.batch,
             "verdict": self.verdict.to_dict(),
             "metrics": {
                 "before": request_metrics(self.before),
@@ -204,7 +207,8 @@ def save_edited_model(lm: LoadedModel, out: Path, run: EditRun, *, overwrite: bo
 
     Contents: config + safetensors weights + tokenizer (loadable with
     ``AutoModelForCausalLM.from_pretrained``), ``factedit-spec.yaml`` (the resolved spec) and
-    ``factedit-patch.safetensors`` (the low-rank deltas alone, KB-sized).
+    ``factedit-patch.safetensors`` (the low-rank deltas alone, KB-sized for ROME, with the
+    sequential state of AlphaEdit: a later ``edit apply`` on this directory continues it).
     """
     with atomic_dir(out, overwrite=overwrite) as tmp:
         lm.model.save_pretrained(tmp, safe_serialization=True)
@@ -219,5 +223,5 @@ def save_edited_model(lm: LoadedModel, out: Path, run: EditRun, *, overwrite: bo
             "factedit": __version__,
         }
         (tmp / "factedit-spec.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        save_deltas(tmp / "factedit-patch.safetensors", run.deltas)
+        save_deltas(tmp / PATCH_FILE, run.deltas, run.session.saved_state())
         (tmp / "factedit-report.json").write_text(json.dumps(run.to_dict(lm), indent=2))

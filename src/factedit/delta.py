@@ -64,6 +64,21 @@ class WeightDelta:
             )
 
 
+def compact_factors(left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same ΔW = left @ rightᵀ with the fewest numbers: unchanged while the rank r is
+    at most the smaller side of the weight, else (I, ΔWᵀ) or (ΔW, I) of rank min(rows, cols).
+
+    ``left`` [rows, r], ``right`` [cols, r] -> factors [rows, r'], [cols, r'].
+    """
+    rows, cols, rank = left.shape[0], right.shape[0], left.shape[1]
+    if rank <= min(rows, cols):
+        return left, right
+    dense = left @ right.T
+    if rows <= cols:
+        return torch.eye(rows, dtype=dense.dtype, device=dense.device), dense.T.contiguous()
+    return dense, torch.eye(cols, dtype=dense.dtype, device=dense.device)
+
+
 #: Attribute of a model listing (handle id, delta digest) for every delta applied through
 #: :class:`AppliedDeltas` and not yet reverted (read by :func:`applied_digest`).
 _APPLIED_ATTR = "_factedit_applied"
@@ -117,9 +132,23 @@ class AppliedDeltas:
         applied = getattr(self.model, _APPLIED_ATTR, [])
         applied[:] = [(owner, d) for owner, d in applied if owner != id(self)]
 
+    def absorb(self, other: AppliedDeltas) -> None:
+        """Take over ``other``'s applied deltas (applied after this handle's own), so one
+        :meth:`revert` undoes both; ``other`` is left empty."""
+        for name, original in other._originals.items():
+            self._originals.setdefault(name, original)
+        self.deltas.extend(other.deltas)
+        applied = getattr(self.model, _APPLIED_ATTR, [])
+        applied[:] = [(id(self) if owner == id(other) else owner, d) for owner, d in applied]
+        other._originals, other.deltas = {}, []
+
     @property
     def params(self) -> list[str]:
         return list(self._originals)
+
+    def original(self, name: str) -> torch.Tensor | None:
+        """The weight ``name`` as it was before this handle changed it (None if untouched)."""
+        return self._originals.get(name)
 
     def __enter__(self) -> AppliedDeltas:
         return self
@@ -143,15 +172,27 @@ def apply_deltas(
     return applied
 
 
-def save_deltas(path: str | Path, deltas: Sequence[WeightDelta]) -> None:
-    """Write deltas as one safetensors file (factors only: KB-sized), atomically."""
+#: A method's sequential state as saved beside deltas: tensors and JSON metadata.
+SavedState = tuple[dict[str, torch.Tensor], dict[str, Any]]
+
+
+def save_deltas(
+    path: str | Path, deltas: Sequence[WeightDelta], state: SavedState | None = None
+) -> None:
+    """Write deltas (factors only: KB-sized for ROME) as one safetensors file, atomically,
+    with a method's sequential ``state`` (tensors kept in their dtype) when given."""
     tensors, meta = {}, []
     for i, d in enumerate(deltas):
         tensors[f"{i}.left"] = d.left.detach().float().contiguous().cpu()
         tensors[f"{i}.right"] = d.right.detach().float().contiguous().cpu()
         meta.append({"param": d.param, "meta": d.meta})
+    header = {"factedit.deltas": json.dumps(meta)}
+    if state is not None:
+        for name, tensor in state[0].items():
+            tensors[f"state.{name}"] = tensor.detach().contiguous().cpu()
+        header["factedit.state"] = json.dumps(state[1])
     with atomic_file(path) as fh:
-        fh.write(save(tensors, metadata={"factedit.deltas": json.dumps(meta)}))
+        fh.write(save(tensors, metadata=header))
 
 
 def load_deltas(path: str | Path) -> list[WeightDelta]:
@@ -164,11 +205,24 @@ def load_deltas(path: str | Path) -> list[WeightDelta]:
     ]
 
 
+def load_state(path: str | Path) -> SavedState | None:
+    """The sequential state saved with the deltas in ``path``, or None when it has none."""
+    with safe_open(str(path), framework="pt") as fh:
+        header = fh.metadata() or {}
+        if "factedit.state" not in header:
+            return None
+        names = [k for k in fh.keys() if k.startswith("state.")]  # noqa: SIM118 (not a dict)
+        tensors = {k.removeprefix("state."): fh.get_tensor(k) for k in names}
+    return tensors, json.loads(header["factedit.state"])
+
+
 __all__ = [
     "AppliedDeltas",
     "WeightDelta",
     "applied_digest",
     "apply_deltas",
+    "compact_factors",
     "load_deltas",
+    "load_state",
     "save_deltas",
 ]

@@ -4,10 +4,11 @@
     run.before[i], run.steps[i].status, run.after[i]    # M on the unedited / final model
 
 Every request is measured on the model before any edit; the edits are then computed and
-applied one after another (each on the model the earlier ones produced, as a user editing one
-model would); every request is measured again on the final model. An edit a guard refuses is
-recorded as ``refused`` with its reason and the loop goes on; on any other error (or Ctrl-C)
-every applied delta is reverted before the error propagates.
+applied batch after batch (each on the model the earlier ones produced, as a user editing one
+model would); every request is measured again on the final model. A batch is one request for
+ROME and, by default, every request for the batched methods (MEMIT, AlphaEdit, EMMET). A
+batch a guard refuses is recorded as ``refused`` with its reason and the loop goes on; on any
+other error (or Ctrl-C) every applied delta is reverted before the error propagates.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ M = TypeVar("M")
 
 @dataclass
 class EditStep:
-    """One request's edit: ``status`` "applied" (with its deltas) or "refused" (``reason``)."""
+    """One request's edit: ``status`` "applied" (with its deltas) or "refused" (``reason``).
+
+    Requests edited together share their batch's deltas: the batch's first step holds them
+    (the others an empty list) and every step has the batch number ``batch`` and an equal
+    share of the batch's seconds.
+    """
 
     index: int
     request: EditRequest
@@ -36,6 +42,7 @@ class EditStep:
     status: str
     reason: str | None = None
     seconds: float = 0.0
+    batch: int = 0
 
 
 @dataclass
@@ -52,25 +59,46 @@ class OrderedRun(Generic[M]):
         return [s for s in self.steps if s.status == "refused"]
 
 
-def compute_step(session: EditSession, index: int, request: EditRequest) -> EditStep:
-    """One request's deltas, computed on the model as it is now (nothing is applied).
+def compute_batch(
+    session: EditSession, first: int, requests: Sequence[EditRequest], batch: int = 0
+) -> list[EditStep]:
+    """The deltas of ``requests`` (edits ``first``, ``first + 1``, ...), computed together on
+    the model as it is now (nothing is applied); one step per request.
 
-    A refused edit is returned with status "refused" (and warned about), without deltas.
+    A refused batch is returned with status "refused" (and warned about), without deltas.
     """
     start = time.perf_counter()
+    status, reason, deltas = "applied", None, []
     try:
-        deltas = session.compute([request])
+        deltas = session.compute(list(requests))
     except RefusedEdit as exc:
-        warn(f"edit #{index} refused: {exc}")
-        return EditStep(index, request, [], "refused", str(exc), time.perf_counter() - start)
-    return EditStep(index, request, deltas, "applied", None, time.perf_counter() - start)
+        which = f"#{first}" if len(requests) == 1 else f"#{first}-#{first + len(requests) - 1}"
+        warn(f"edit {which} refused: {exc}")
+        status, reason = "refused", str(exc)
+    share = (time.perf_counter() - start) / max(1, len(requests))
+    return [
+        EditStep(first + j, r, deltas if j == 0 else [], status, reason, share, batch)
+        for j, r in enumerate(requests)
+    ]
 
 
-def edit_step(session: EditSession, index: int, request: EditRequest) -> EditStep:
-    """:func:`compute_step`, then apply its deltas (a refused edit changes nothing)."""
-    step = compute_step(session, index, request)
-    session.apply(step.deltas)
-    return step
+def compute_step(session: EditSession, index: int, request: EditRequest) -> EditStep:
+    """One request's deltas (:func:`compute_batch` of one)."""
+    return compute_batch(session, index, [request])[0]
+
+
+def edit_batch(
+    session: EditSession, first: int, requests: Sequence[EditRequest], batch: int = 0
+) -> list[EditStep]:
+    """:func:`compute_batch`, then apply its deltas (a refused batch changes nothing)."""
+    steps = compute_batch(session, first, requests, batch)
+    session.apply(steps[0].deltas)
+    return steps
+
+
+def batches(n: int, size: int) -> list[range]:
+    """``range(n)`` cut into consecutive pieces of ``size`` (the last may be shorter)."""
+    return [range(i, min(n, i + size)) for i in range(0, n, max(1, size))]
 
 
 def apply_in_order(
@@ -79,16 +107,26 @@ def apply_in_order(
     measure: Callable[[int, EditRequest], M],
     *,
     on_edit: Callable[[int], None] | None = None,
+    batch_size: int | None = None,
+    on_batch: Callable[[list[EditStep]], None] | None = None,
 ) -> OrderedRun[M]:
-    """Measure all, edit in order, measure all again (see the module docstring)."""
+    """Measure all, edit batch by batch, measure all again (see the module docstring).
+
+    ``batch_size`` None: :meth:`EditSession.default_batch_size`. ``on_batch`` is called
+    with every step so far after each batch is applied (the stream curves).
+    """
     run: OrderedRun[M] = OrderedRun()
+    size = batch_size or session.default_batch_size(len(requests))
     try:
         for index, request in enumerate(requests):
             run.before.append(_timed(run, index, measure, request))
-        for index, request in enumerate(requests):
-            run.steps.append(edit_step(session, index, request))
+        for number, piece in enumerate(batches(len(requests), size)):
+            run.steps += edit_batch(session, piece.start, [requests[i] for i in piece], number)
             if on_edit:
-                on_edit(index)
+                for index in piece:
+                    on_edit(index)
+            if on_batch:
+                on_batch(run.steps)
         for index, request in enumerate(requests):
             run.after.append(_timed(run, index, measure, request))
     except BaseException:

@@ -148,15 +148,20 @@ class PrefixCache:
             self._cache = output_cache(out)
         self._cache_arg = cache_argument(base_model)
 
-    def inputs(self) -> dict[str, Any]:
-        """Keyword arguments for one forward pass over the suffixes."""
+    def inputs(self, rows: torch.Tensor | None = None) -> dict[str, Any]:
+        """Keyword arguments for one forward pass over the suffixes (of ``rows`` only)."""
         inputs: dict[str, Any] = {
             "input_ids": self.suffix_ids,
             "attention_mask": self.attention_mask,
             "position_ids": self.position_ids,
         }
+        if rows is not None:
+            inputs = {k: v[rows] for k, v in inputs.items()}
         if self._cache is not None:
-            inputs.update({self._cache_arg: copy.deepcopy(self._cache), "use_cache": True})
+            cache = copy.deepcopy(self._cache)
+            if rows is not None:
+                cache.batch_select_indices(rows)
+            inputs.update({self._cache_arg: cache, "use_cache": True})
         else:
             inputs.update(use_cache=False)
         return inputs

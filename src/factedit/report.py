@@ -116,6 +116,8 @@ def build_report(
         "metrics": {"unedited": unedited, "edited": edited, "delta": _delta(unedited, edited)},
         "edits": [_edit_entry(o) for o in result.outcomes],
         "fluency_probe": None if result.fluency_probe is None else result.fluency_probe.to_dict(),
+        "stream": result.stream,
+        "updates": result.updates,
     }
 
 

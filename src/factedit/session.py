@@ -7,6 +7,11 @@ the deltas applied so far.
     session.revert()                        # every weight back, bit for bit
     session.save("patch.safetensors"); session.load("patch.safetensors")
 
+Sequential methods (AlphaEdit) keep the keys of every applied edit in ``session.state``;
+:meth:`EditSession.save` writes that state beside the deltas, :meth:`EditSession.load`
+restores it, and a session on a model directory written by ``factedit edit apply --out``
+continues from the state saved there (:data:`PATCH_FILE`).
+
 :meth:`EditSession.compute` runs the method's guards: an update that is not finite or whose
 ‖ΔW‖/‖W‖ exceeds :data:`LARGE_UPDATE_RATIO` raises :class:`~factedit.errors.RefusedEdit`
 (the model is untouched), which every report counts as refused.
@@ -18,10 +23,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas, load_deltas, save_deltas
+from factedit.console import info
+from factedit.delta import (
+    AppliedDeltas,
+    SavedState,
+    WeightDelta,
+    apply_deltas,
+    load_deltas,
+    load_state,
+    save_deltas,
+)
 from factedit.errors import FactEditError, RefusedEdit
 from factedit.methods.registry import load_method, method_info
-from factedit.methods.state import MethodState
+from factedit.methods.state import MethodState, SequentialState
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
 from factedit.stats.choice import effective_corpus
@@ -30,6 +44,8 @@ from factedit.trace.recommend import resolve_layers
 #: An update with ‖ΔW‖/‖W‖ above this is refused unless explicitly allowed (the signature
 #: of a "disabling edit"; Gupta et al. 2024); see the README's "what can go wrong".
 LARGE_UPDATE_RATIO = 1.0
+#: The deltas (and sequential state) inside a model directory written by ``edit apply --out``.
+PATCH_FILE = "factedit-patch.safetensors"
 
 
 class EditSession:
@@ -58,10 +74,29 @@ class EditSession:
         self.state = MethodState(hp, corpus=corpus_used, n_tokens=n_tokens, seed=seed)
         self.seed = seed
         self.allow_large_updates = allow_large_updates
-        self.layers, self.layer_reason = resolve_layers(lm, layers, requests)
+        saved = self._saved_state(lm)
+        if saved is not None and layers == "auto":
+            layers = saved[1]["layers"]
+        self.layers, self.layer_reason = resolve_layers(
+            lm, layers, requests, window=self.info.n_layers is None
+        )
+        if saved is not None:
+            self.restore_state(saved)
+            self.layer_reason += f"; continuing the sequential state in {lm.source_dir}"
         self._check_layer_count()
         self._impl = load_method(self.method)
         self.applied = AppliedDeltas(lm.model)
+
+    def _saved_state(self, lm: LoadedModel) -> SavedState | None:
+        """The sequential state saved in the model directory, if it is this method's."""
+        patch = lm.source_dir / PATCH_FILE if lm.source_dir is not None else None
+        if patch is None or not patch.is_file():
+            return None
+        saved = load_state(patch)
+        if saved is None or saved[1].get("method") != self.method:
+            return None
+        info(f"{self.method}: {saved[1].get('n_edits', 0)} earlier edits' keys from {patch}")
+        return saved
 
     def _check_layer_count(self) -> None:
         wanted = self.info.n_layers
@@ -70,6 +105,11 @@ class EditSession:
                 f"{self.method} edits exactly {wanted} layer{'s' if wanted > 1 else ''}; got "
                 f"layers {list(self.layers)}"
             )
+
+    def default_batch_size(self, n_requests: int) -> int:
+        """Requests per :meth:`compute` when the caller does not say: all of them for the
+        batched methods (MEMIT, AlphaEdit, EMMET), one for ROME."""
+        return max(1, n_requests) if self.info.batched else 1
 
     @property
     def hparams(self) -> Any:
@@ -102,8 +142,17 @@ class EditSession:
             )
 
     def apply(self, deltas: Sequence[WeightDelta]) -> None:
-        """W += ΔW for each delta, in order (all checked for NaN/Inf first)."""
-        apply_deltas(self.lm.model, deltas, into=self.applied)
+        """W += ΔW for each delta, in order (all checked for NaN/Inf first), all or none:
+        an error or Ctrl-C part-way leaves the weights as they were. A sequential method's
+        staged keys for exactly these deltas join the session state."""
+        batch = AppliedDeltas(self.lm.model)
+        try:
+            apply_deltas(self.lm.model, deltas, into=batch)
+        except BaseException:
+            batch.revert()
+            raise
+        self.applied.absorb(batch)
+        self.state.commit(deltas)
 
     def edit(self, requests: Sequence[EditRequest]) -> list[WeightDelta]:
         """Compute and apply: the model carries ``requests`` afterwards."""
@@ -112,15 +161,40 @@ class EditSession:
         return deltas
 
     def revert(self) -> None:
-        """Undo every applied delta (the weights are restored bit for bit)."""
+        """Undo every applied delta (the weights are restored bit for bit) and forget their
+        keys (the sequential state is back to where the session started)."""
         self.applied.revert()
+        self.state.reset_sequential()
+
+    def saved_state(self) -> SavedState | None:
+        """The sequential state to save with the deltas (None when the method keeps none)."""
+        seq = self.state.sequential
+        if not seq.grams:
+            return None
+        meta = {**seq.meta(), "method": self.method, "layers": list(self.layers)}
+        meta["base_identity"] = self.lm.base_identity
+        return seq.tensors(), meta
+
+    def restore_state(self, saved: SavedState) -> None:
+        """Continue from a saved sequential state (same method and layers, else an error)."""
+        tensors, meta = saved
+        if meta.get("method") != self.method or list(meta.get("layers", [])) != list(self.layers):
+            raise FactEditError(
+                f"the saved edit state is for {meta.get('method')} on layers {meta.get('layers')}, "
+                f"this session is {self.method} on layers {list(self.layers)}"
+            )
+        self.state.sequential = SequentialState.from_saved(tensors, meta)
+        self.state.mark_sequential_start()
 
     def save(self, path: str | Path) -> None:
-        """Write the applied deltas (factors and metadata; KB-sized), atomically."""
-        save_deltas(path, self.deltas)
+        """Write the applied deltas (factors and metadata) and the sequential state, atomically."""
+        save_deltas(path, self.deltas, self.saved_state())
 
     def load(self, path: str | Path) -> list[WeightDelta]:
-        """Read deltas saved by :meth:`save` and apply them; returns them."""
+        """Read deltas saved by :meth:`save`, apply them, and continue their sequential state."""
         deltas = load_deltas(path)
+        saved = load_state(path)
         self.apply(deltas)
+        if saved is not None:
+            self.restore_state(saved)
         return deltas

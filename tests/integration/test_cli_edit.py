@@ -21,6 +21,7 @@ from factedit.cli.main import app
 from factedit.delta import AppliedDeltas, WeightDelta, load_deltas
 from factedit.evaluate.probe import probe_entropy
 from factedit.methods.hparams import RomeHParams
+from factedit.methods.registry import method_info
 from factedit.methods.state import MethodState
 from factedit.session import EditSession
 from factedit.testing import collapsing_delta, small_delta
@@ -187,6 +188,7 @@ class _FixedSession(EditSession):
             0,
         )
         self.state = MethodState(RomeHParams())
+        self.info = method_info("rome")
         self.applied = AppliedDeltas(lm.model)
         self.allow_large_updates = False
         self._delta = delta

@@ -24,6 +24,7 @@ from factedit.evaluate.runner import (
     run_sequential,
 )
 from factedit.methods.hparams import RomeHParams
+from factedit.methods.registry import method_info
 from factedit.methods.state import MethodState
 from factedit.report import SCHEMA, build_report, render_markdown
 from factedit.session import EditSession
@@ -65,6 +66,7 @@ class RandomSession(EditSession):
         self.layers = (1,) if layers == "auto" else tuple(layers)
         self.layer_reason = "given in the test"
         self.state = MethodState(RomeHParams())
+        self.info = method_info("rome")
         self.applied = AppliedDeltas(lm.model)
         self.allow_large_updates = False
         self.scale = scale

@@ -37,7 +37,7 @@ class _Quadratic:
         self.delta = torch.zeros(n_facts, 2, requires_grad=True)
         self.v_orig = torch.ones(n_facts, 2)
 
-    def terms(self) -> dict[str, torch.Tensor]:
+    def terms(self, active: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         nll = ((self.delta - 1.0) ** 2).sum(dim=-1)
         kl = torch.full_like(nll, 0.1)
         return {"nll": nll, "kl": kl, "decay": torch.zeros_like(nll), "total": nll + kl}

@@ -323,8 +323,13 @@ def test_layers_accepts_auto_list_and_single_int() -> None:
     assert spec_from_dict(base_spec(layers=5)).layers == (5,)
 
 
-def test_method_memit_is_not_yet_supported(tmp_path: Path) -> None:
-    load_error(tmp_path, base_spec(method="memit"), 'key "method"', "not yet supported")
+@pytest.mark.parametrize("method", ["memit", "alphaedit", "emmet"])
+def test_every_method_is_accepted_with_its_own_hparams(tmp_path: Path, method: str) -> None:
+    """The batched methods' hparams are checked against their own schema: MEMIT's λ is
+    accepted, ROME's value_scale is an unknown key for them."""
+    spec = spec_from_dict(base_spec(method=method, hparams={"mom2_update_weight": 15000}))
+    assert spec.method == method and spec.hparams["mom2_update_weight"] == 15000
+    load_error(tmp_path, base_spec(method=method, hparams={"value_scale": "none"}), "value_scale")
 
 
 def test_unknown_method_lists_supported(tmp_path: Path) -> None:

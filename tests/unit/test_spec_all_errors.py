@@ -105,7 +105,7 @@ def test_every_setting_unknown_key_and_hparam_is_checked():
 
 def test_a_bad_method_leaves_only_the_hparams_unchecked():
     # The method's hyper-parameter dataclass is the schema: without a method there is none.
-    exc = problems_of(lambda: spec_from_dict(BAD_SETTINGS | {"method": "memit"}))
+    exc = problems_of(lambda: spec_from_dict(BAD_SETTINGS | {"method": "ft"}))
     keys = ['"colour"', 'key "model"', 'key "method"', 'key "layers"', 'key "seed"']
     assert_problem_keys(exc, [*keys, *ARCH_PROBLEMS])
 

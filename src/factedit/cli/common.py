@@ -77,6 +77,13 @@ TrustOpt = Annotated[
 ]
 
 
+MethodOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--method",
+        help="Editing method: rome, memit, alphaedit or emmet (default: the spec's, rome).",
+    ),
+]
 LayersOpt = Annotated[
     str | None,
     typer.Option("--layers", help='Layer(s) to edit, e.g. "4", or "auto" (default: the spec\'s).'),

@@ -17,6 +17,7 @@ from factedit.cli.common import (
     DeviceOpt,
     DtypeOpt,
     LayersOpt,
+    MethodOpt,
     ModelOpt,
     TrustOpt,
     announce_corpus,
@@ -34,8 +35,10 @@ from factedit.spec import load_spec
 if TYPE_CHECKING:
     from factedit.apply import EditRecord, apply_spec, check_prompt_lengths, save_edited_model
     from factedit.evaluate.probe import report_probe
+    from factedit.models.loading import LoadedModel
     from factedit.report import method_variant
     from factedit.session import EditSession
+    from factedit.spec import EditSpec
 
 # The names above, imported when `edit apply` runs: they import torch (validate must not).
 _heavy = LazyImports(
@@ -89,6 +92,7 @@ def _edits(n: int) -> str:
 def apply_command(
     spec_path: SpecArg,
     model: ModelOpt = None,
+    method: MethodOpt = None,
     layers: LayersOpt = None,
     corpus: CorpusOpt = None,
     limit: LimitOpt = None,
@@ -101,10 +105,10 @@ def apply_command(
     dtype: DtypeOpt = "float32",
     trust_remote_code: TrustOpt = False,
 ) -> None:
-    """Edit the model: compute each update (ROME), apply it, show before/after."""
+    """Edit the model: compute the updates (ROME, or one batch for MEMIT / AlphaEdit /
+    EMMET), apply them, show before/after."""
     _heavy.load()
     spec = load_spec(spec_path, limit=limit, offset=offset)
-    layer_choice = parse_layers(layers) or spec.layers
     if out_dir is not None and out_dir.exists() and not overwrite:
         raise SpecError(f"--out {out_dir} already exists; pass --overwrite to replace it")
     announce_corpus(corpus, spec.hparams)
@@ -112,23 +116,17 @@ def apply_command(
         model, spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
     check_prompt_lengths(lm, spec, offset=offset)
-    session = EditSession(
-        lm,
-        method=spec.method,
-        layers=layer_choice,
-        hparams=spec.hparams,
-        corpus=corpus,
-        seed=spec.seed,
-        requests=spec.edits,
-        allow_large_updates=allow_large_updates,
+    session = open_session(
+        lm, spec, method, parse_layers(layers) or spec.layers, corpus, allow_large_updates
     )
     out.print(
         f"model [bold]{lm.name}[/bold] · {method_label(session)} · layer "
         f"{', '.join(map(str, session.layers))} ({session.layer_reason})"
     )
     run = apply_spec(lm, spec, session)
-    for index, record in enumerate(run.records):
-        render_record(index, record)
+    if len(run.records) <= SHOWN_EDITS:
+        for index, record in enumerate(run.records):
+            render_record(index, record)
     render_verdicts(run.records)
     if run.fluency_probe is not None:
         report_probe(run.fluency_probe)
@@ -147,15 +145,45 @@ def apply_command(
         out.print(f"wrote the edited model to {out_dir}")
 
 
+def open_session(
+    lm: LoadedModel,
+    spec: EditSpec,
+    method: str | None,
+    layers: Sequence[int] | str,
+    corpus: list[str] | None,
+    allow_large_updates: bool,
+) -> EditSession:
+    """The edit session of ``edit apply``: ``--method`` over the spec's ``method:``."""
+    return EditSession(
+        lm,
+        method=method or spec.method,
+        layers=layers,
+        hparams=spec.hparams,
+        corpus=corpus,
+        seed=spec.seed,
+        requests=spec.edits,
+        allow_large_updates=allow_large_updates,
+    )
+
+
 def method_label(session: EditSession) -> str:
     """``method rome (value_scale: norm)``: the method and the setting that names its variant."""
     settings = {"method": session.method, "hparams_resolved": session.hparams.to_dict()}
     return "method " + method_variant(settings)
 
 
+#: Up to this many edits, ``edit apply`` prints each one's table and verdict line; beyond
+#: it, the totals (the JSON report has every edit).
+SHOWN_EDITS = 10
+
+
 def render_verdicts(records: Sequence[EditRecord]) -> None:
-    """One verdict line per edit, then a warning for each neighbour an edit changed."""
+    """One verdict line per edit, then a warning for each neighbour an edit changed (for
+    more than :data:`SHOWN_EDITS` edits, the totals over all of them)."""
     out.print("[bold]verdict[/bold]")
+    if len(records) > SHOWN_EDITS:
+        _render_totals(records)
+        return
     for index, record in enumerate(records):
         req = record.request
         line = f"REFUSED ({record.reason})" if record.status == "refused" else record.verdict.line()
@@ -169,6 +197,24 @@ def render_verdicts(records: Sequence[EditRecord]) -> None:
                 f"edit #{index} ({req.subject} → {req.target_new}) changed a neighbour: "
                 f'"{changed.prompt}" now prefers {changed.now} over {changed.answer}'
             )
+
+
+def _render_totals(records: Sequence[EditRecord]) -> None:
+    """Passed / total over every edit, per group (many edits at once)."""
+    applied = [r for r in records if r.status != "refused"]
+    totals = {"rewrite": [0, 0], "paraphrases": [0, 0], "neighbours kept": [0, 0]}
+    for record in applied:
+        verdict = record.verdict
+        for name, (done, of) in zip(
+            totals, (verdict.rewrite, verdict.paraphrases, verdict.neighbours_kept), strict=True
+        ):
+            totals[name][0] += done
+            totals[name][1] += of
+    parts = [f"{name} {done}/{of}" for name, (done, of) in totals.items() if of]
+    refused = len(records) - len(applied)
+    out.print(
+        f"  {len(records)} edits: " + ", ".join(parts) + (f"; refused {refused}" if refused else "")
+    )
 
 
 def _pct(p: float | None) -> str:

@@ -20,6 +20,7 @@ from factedit.cli.common import (
     DeviceOpt,
     DtypeOpt,
     LayersOpt,
+    MethodOpt,
     ModelOpt,
     TrustOpt,
     cli_errors,
@@ -62,9 +63,6 @@ __getattr__ = _heavy.getattr
 SourceArg = Annotated[
     Path, typer.Argument(help="Edit spec (YAML/JSON), CounterFact JSON or zsRE JSON.")
 ]
-MethodOpt = Annotated[
-    str | None, typer.Option("--method", help="Editing method (default: the spec's, rome).")
-]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use N edits.")]
 OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Skip the first K edits.")]
 IndependentOpt = Annotated[
@@ -102,6 +100,27 @@ GenerationOpt = Annotated[
     bool,
     typer.Option("--generation/--no-generation", help="Sample texts for GE and mentions."),
 ]
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        min=1,
+        help="With --sequential: edits per batch (MEMIT/AlphaEdit solve each batch together), "
+        "and a point of the stream curve after each batch in the JSON report.",
+    ),
+]
+StreamSampleOpt = Annotated[
+    int,
+    typer.Option(
+        "--stream-sample",
+        min=1,
+        help="Edits measured per curve point: all so far up to N, then a fixed random N.",
+    ),
+]
+PlotOpt = Annotated[
+    Path | None,
+    typer.Option("--plot", help="Draw the stream curve to FILE.png and FILE.svg."),
+]
 AllowLargeUpdatesOpt = Annotated[
     bool,
     typer.Option("--allow-large-updates", help="Apply edits with ‖ΔW‖/‖W‖ above the limit."),
@@ -128,6 +147,9 @@ def eval_command(
     fail_under: FailUnderOpt = None,
     generation: GenerationOpt = True,
     allow_large_updates: AllowLargeUpdatesOpt = False,
+    batch_size: BatchSizeOpt = None,
+    stream_sample: StreamSampleOpt = 100,
+    plot: PlotOpt = None,
 ) -> None:
     """Edit each fact, measure efficacy, generalisation, specificity and fluency, and report."""
     _heavy.load()
@@ -147,6 +169,9 @@ def eval_command(
         generation=generation,
         allow_large_updates=allow_large_updates,
         thresholds=parse_thresholds(fail_under) if fail_under is not None else {},
+        batch_size=batch_size,
+        stream_sample=stream_sample,
+        plot=plot,
     )
     plan = plan_eval(job)
     if plan.corpus is not None:
@@ -191,3 +216,19 @@ def _render(outcome: EvalOutcome, thresholds: dict[str, float], *, per_edit: boo
         raise fail(f"quality gate failed: {'; '.join(s.describe() for s in shortfalls)}", 1)
     if thresholds:
         info("quality gate passed: " + ", ".join(f"{k} ≥ {v:g}" for k, v in thresholds.items()))
+
+
+ReportsArg = Annotated[
+    list[Path],
+    typer.Argument(help="Reports of `factedit eval --sequential --batch-size N --json`."),
+]
+PlotOutOpt = Annotated[Path, typer.Option("--out", help="Picture to write: FILE.png and FILE.svg.")]
+
+
+@cli_errors
+def plot_command(reports: ReportsArg, out_path: PlotOutOpt) -> None:
+    """Draw sequential-editing curves (one panel per metric, one line per report)."""
+    from factedit.evaluate.plot import load_reports, plot_stream
+
+    for path in plot_stream(load_reports(reports), out_path):
+        info(f"wrote {path}")

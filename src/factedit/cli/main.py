@@ -6,7 +6,7 @@ import typer
 
 from factedit import __version__
 from factedit.cli.edit import edit_app
-from factedit.cli.eval import eval_command
+from factedit.cli.eval import eval_command, plot_command
 from factedit.cli.models import models_app
 from factedit.cli.stats import stats_app
 from factedit.cli.trace import trace_command
@@ -22,6 +22,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(stats_app, name="stats")
 app.command("trace")(trace_command)
 app.command("eval")(eval_command)
+app.command("plot")(plot_command)
 
 
 def _version(flag: bool) -> None:

@@ -56,18 +56,20 @@ def collect(
     dtype: DtypeOpt = "float32",
     trust_remote_code: TrustOpt = False,
 ) -> None:
-    """Compute C for each layer (or read it from the cache) and show where it is stored."""
+    """Compute C for each layer (or read it from the cache) and show where it is stored;
+    the layers not cached yet are collected together, in one pass over the corpus."""
     from factedit.models import load_model  # imports torch
-    from factedit.stats import second_moment
+    from factedit.stats import moments_and_counts
 
     announce_corpus(corpus)
     lm = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     layers = layer or ([lm.default_layer] if lm.default_layer is not None else [])
     if not layers:
         raise StatsError(f"{lm.name} has no default edit layer; choose one with --layer")
+    stats = moments_and_counts(lm, layers, corpus=corpus, n_tokens=tokens, dtype=dtype_stats)
     table = Table("layer", "module", "shape", "tr(C)", "mean diag")
-    for number in layers:
-        c = second_moment(lm, number, corpus=corpus, n_tokens=tokens, dtype=dtype_stats)
+    for number in dict.fromkeys(layers):
+        c, _ = stats[number]
         table.add_row(
             str(number),
             lm.arch.down_proj_name(number),

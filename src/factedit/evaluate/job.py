@@ -57,6 +57,10 @@ class EvalJob:
     generation: bool = True
     allow_large_updates: bool = False
     thresholds: dict[str, float] = field(default_factory=dict)
+    #: edits per batch of a sequential run, with the stream curve measured after each
+    batch_size: int | None = None
+    stream_sample: int = 100
+    plot: Path | None = None
 
 
 @dataclass
@@ -92,6 +96,13 @@ def plan_eval(job: EvalJob) -> EvalPlan:
         mode = "sequential" if spec.kind == "spec" else "independent"
     else:
         mode = "independent" if job.independent else "sequential"
+    if (job.batch_size is not None or job.plot is not None) and mode != "sequential":
+        raise FactEditError(
+            f"--batch-size and --plot measure a sequential stream; this run is {mode} "
+            "(add --sequential)"
+        )
+    if job.plot is not None and job.batch_size is None:
+        raise FactEditError("--plot draws the stream curve: give --batch-size N as well")
     layers = job.layers if job.layers is not None else spec.layers
     corpus = check_corpus(job.corpus, spec.hparams) if mode != "edited" else None
     return EvalPlan(job, spec, method, mode, layers, corpus)
@@ -154,7 +165,15 @@ def _execute(
             return run_edited(lm, edited_lm, spec.edits, **common)
         if plan.mode == "independent":
             return run_independent(lm, spec.edits, session, **common)
-        return run_sequential(lm, spec.edits, session, probe=True, **common)
+        return run_sequential(
+            lm,
+            spec.edits,
+            session,
+            probe=True,
+            batch_size=plan.job.batch_size,
+            stream_sample=plan.job.stream_sample,
+            **common,
+        )
 
 
 def run_eval(plan: EvalPlan) -> EvalOutcome:
@@ -179,6 +198,11 @@ def run_eval(plan: EvalPlan) -> EvalOutcome:
         settings=_settings(plan, session),
     )
     shortfalls = _gate(report, result, job.thresholds)
+    if job.plot is not None:
+        from factedit.evaluate.plot import plot_stream
+
+        for path in plot_stream([report], job.plot):
+            info(f"wrote {path}")
     return EvalOutcome(report, shortfalls)
 
 

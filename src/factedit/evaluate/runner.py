@@ -29,6 +29,7 @@ from factedit.edit_loop import apply_in_order, compute_step
 from factedit.evaluate.measure import RequestMeasurement, measure_request
 from factedit.evaluate.metrics import request_metrics, summarize
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
+from factedit.evaluate.stream import StreamRecorder
 from factedit.evaluate.zsre import prepare_zsre
 from factedit.models.loading import LoadedModel
 from factedit.session import EditSession
@@ -96,6 +97,10 @@ class EvalResult:
     seconds: float = 0.0
     timing: dict[str, float] = field(default_factory=dict)
     fluency_probe: FluencyProbe | None = None
+    #: the curve of a sequential run in batches (:mod:`factedit.evaluate.stream`)
+    stream: dict[str, Any] | None = None
+    #: a sequential run's applied updates: each delta's metadata (layer, norms, λ, ...)
+    updates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def counted(self) -> list[EditOutcome]:
@@ -204,12 +209,17 @@ def run_sequential(
     options: EvalOptions | None = None,
     on_edit: Progress | None = None,
     probe: bool = False,
+    batch_size: int | None = None,
+    stream_sample: int = 100,
 ) -> EvalResult:
-    """Edits accumulate (:func:`factedit.edit_loop.apply_in_order`); each is measured on the
-    final model; then all are reverted and the weights checked.
+    """Edits accumulate (:func:`factedit.edit_loop.apply_in_order`) in batches of
+    ``batch_size`` (None: the method's default); each is measured on the final model; then
+    all are reverted and the weights checked.
 
     With ``probe``, the fluency probe (:mod:`factedit.evaluate.probe`) compares the unedited
-    model with the model carrying every edit (``result.fluency_probe``).
+    model with the model carrying every edit (``result.fluency_probe``). With
+    ``batch_size``, a point of the stream curve is measured before the first batch and after
+    each (``result.stream``, :class:`~factedit.evaluate.stream.StreamRecorder`).
     """
     options = options or EvalOptions()
     requests = prepare_requests(requests, kind)
@@ -219,12 +229,23 @@ def run_sequential(
     names = [lm.arch.down_proj_weight_name(layer) for layer in session.layers]
     snapshot = {n: lm.model.get_parameter(n).detach().clone() for n in names}
     fluency: FluencyProbe | None = None
+    recorder = None
+    if batch_size is not None:
+        recorder = StreamRecorder(lm, session, requests, batch_size, stream_sample, options.seed)
     try:
+        if recorder is not None:
+            recorder.record(0, 0, 0.0)
         run = apply_in_order(
-            session, requests, lambda i, r: _measure(lm, r, i, options), on_edit=on_edit
+            session,
+            requests,
+            lambda i, r: _measure(lm, r, i, options),
+            on_edit=on_edit,
+            batch_size=batch_size,
+            on_batch=None if recorder is None else recorder.after_batch,
         )
         if probe_before is not None:
             fluency = FluencyProbe(probe_before, probe_entropy(lm))
+        updates = [dict(d.meta) for d in session.deltas]
     finally:
         session.revert()
     _check_restored(lm, snapshot)
@@ -244,7 +265,10 @@ def run_sequential(
     ]
     seconds = time.perf_counter() - start
     timing = _timing(outcomes, seconds)
-    return EvalResult("sequential", kind, outcomes, options, seconds, timing, fluency)
+    stream = None if recorder is None else recorder.to_dict()
+    return EvalResult(
+        "sequential", kind, outcomes, options, seconds, timing, fluency, stream, updates
+    )
 
 
 def run_edited(

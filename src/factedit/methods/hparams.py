@@ -86,8 +86,10 @@ class HParams:
         spec = {f.name: f for f in fields(cls)}[name]
         kind = typing.get_type_hints(cls)[name]
         optional = type(None) in typing.get_args(kind)
-        if value is None and optional:
-            return None
+        if optional:
+            if value is None:
+                return None
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
         if kind is bool:
             if not isinstance(value, bool):
                 raise HParamProblem(name, f"must be true or false, not {_type_name(value)}")
@@ -141,8 +143,8 @@ VALUE_SCALES: tuple[str, ...] = ("norm", "none")
 
 
 @dataclass(frozen=True)
-class RomeHParams(HParams):
-    """ROME (Meng et al. 2022, §3 and Appendix A); defaults are the paper's GPT-J values."""
+class ValueHParams(HParams):
+    """What ROME and MEMIT share: the value (v* / z) optimisation, templates and C."""
 
     v_num_grad_steps: int = param(20, positive=True, doc="Adam steps for v*")
     v_lr: float = param(0.5, positive=True, doc="Adam learning rate for δ")
@@ -155,6 +157,54 @@ class RomeHParams(HParams):
     mom2_n_tokens: int = param(100_000, positive=True, doc="token vectors in C = E[k kᵀ]")
     mom2_dtype: str = param("float32", choices=("float32", "float64"), doc="C's accumulator")
     corpus: str | None = param(None, doc='text files for C, or "model"')
+
+
+@dataclass(frozen=True)
+class RomeHParams(ValueHParams):
+    """ROME (Meng et al. 2022, §3 and Appendix A); defaults are the paper's GPT-J values."""
+
     value_scale: str = param(
         "norm", choices=VALUE_SCALES, doc='"norm" (ours, default) or "none" (the paper\'s ROME)'
     )
+
+
+@dataclass(frozen=True)
+class MemitHParams(ValueHParams):
+    """MEMIT (Meng et al. 2023); defaults are the reference's GPT-J values
+    (kmeng01/memit ``hparams/MEMIT/EleutherAI_gpt-j-6B.json``) except λ, which follows a rule.
+
+    ``mom2_update_weight`` None: λ = d_in, the width of W's input (see
+    :func:`factedit.methods.memit.update_weight`); the reference's 15000 for GPT-J (d_in 16384)
+    and Llama-3-8B (d_in 14336) are within 10 % of it.
+    """
+
+    v_num_grad_steps: int = param(25, positive=True, doc="Adam steps for each z")
+    clamp_norm_factor: float = param(0.75, positive=True, doc="‖δ‖ ≤ factor × ‖z_orig‖")
+    context_template_lengths: tuple[int, ...] = param((10,), doc="prefix lengths (tokens)")
+    context_templates_per_length: int = param(5, doc="prefixes per length")
+    mom2_update_weight: float | None = param(None, doc="λ in λC + KKᵀ; None: λ = d_in")
+    z_batch_facts: int = param(32, positive=True, doc="facts per z forward pass (memory only)")
+    key_batch_rows: int = param(256, positive=True, doc="prompts per key forward pass")
+
+
+@dataclass(frozen=True)
+class AlphaEditHParams(MemitHParams):
+    """AlphaEdit (Fang et al., ICLR 2025): MEMIT's z and keys, the update projected onto the
+    null space of C, earlier edits' keys kept (jianghoucheng/AlphaEdit).
+
+    ``nullspace_energy``: the null space is spanned by the eigenvectors of C with the smallest
+    eigenvalues whose sum is at most this fraction of trace(C) (scale-free; the reference's
+    absolute eigenvalue threshold 2e-2 depends on the model's key scale).
+    ``l2``: α in (P(K₁K₁ᵀ + K_pK_pᵀ) + α I), in units of trace(C) = E‖k‖² over the corpus.
+    """
+
+    nullspace_energy: float = param(0.01, positive=True, doc="energy share of the null space")
+    l2: float = param(1.0, positive=True, doc="α / trace(C) in the AlphaEdit solve")
+
+
+@dataclass(frozen=True)
+class EmmetHParams(MemitHParams):
+    """EMMET (Gupta et al. 2024): equality-constrained batched editing,
+    ΔW = R (Kᵀ C⁻¹ K + λ I)⁻¹ Kᵀ C⁻¹ per layer, with MEMIT's z, keys and layer spreading."""
+
+    emmet_lambda: float = param(0.1, doc="λ in (Kᵀ C⁻¹ K + λ I)")

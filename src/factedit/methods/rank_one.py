@@ -13,29 +13,17 @@ from collections.abc import Sequence
 
 import torch
 
-from factedit.batching import pad_right, pad_token_id
 from factedit.delta import WeightDelta
-from factedit.hooks import Trace
-from factedit.methods.value import rewrite_prompts
+from factedit.methods.keys import compute_keys
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
 
 
-@torch.no_grad()
 def compute_key(
     lm: LoadedModel, request: EditRequest, layer: int, templates: Sequence[str]
 ) -> torch.Tensor:
     """k*: W's input at the last subject token, averaged over the templates [d_in] float32."""
-    prompts = rewrite_prompts(lm, request, templates)
-    pad = pad_token_id(lm.tokenizer)
-    ids, mask = pad_right([p.input_ids for p in prompts], pad, lm.device)
-    name = lm.arch.down_proj_name(layer)
-    with Trace(lm.model, name, retain_input=True, retain_output=False, stop=True) as tr:
-        lm.model(input_ids=ids, attention_mask=mask, use_cache=False)
-    rows = torch.arange(len(prompts), device=lm.device)
-    last = torch.tensor([p.last_subject_index for p in prompts], device=lm.device)
-    assert tr.input is not None
-    return tr.input[rows, last].float().mean(dim=0)
+    return compute_keys(lm, [request], layer, templates)[0]
 
 
 def output_for(module: torch.nn.Module, key: torch.Tensor) -> torch.Tensor:

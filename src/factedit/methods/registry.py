@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from factedit.errors import FactEditError
-from factedit.methods.hparams import HParams, RomeHParams
+from factedit.methods.hparams import (
+    AlphaEditHParams,
+    EmmetHParams,
+    HParams,
+    MemitHParams,
+    RomeHParams,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -41,22 +47,49 @@ class EditMethod(Protocol):
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """A registered method: ``module`` holds its ``compute``; ``n_layers`` None = any."""
+    """A registered method: ``module`` holds its ``compute``; ``n_layers`` None = a window
+    of any length. ``batched``: a batch of requests is solved together (one delta per layer
+    for the whole batch), so ``edit apply`` gives it every edit of a spec at once."""
 
     name: str
     hparams: type[HParams]
     module: str
     n_layers: int | None
     summary: str
+    batched: bool = False
 
 
 METHODS: dict[str, MethodInfo] = {
     "rome": MethodInfo(
         "rome", RomeHParams, "factedit.methods.rome", 1, "one rank-one update per fact"
     ),
+    "memit": MethodInfo(
+        "memit",
+        MemitHParams,
+        "factedit.methods.memit",
+        None,
+        "many facts at once, spread over a window of layers",
+        batched=True,
+    ),
+    "alphaedit": MethodInfo(
+        "alphaedit",
+        AlphaEditHParams,
+        "factedit.methods.alphaedit",
+        None,
+        "MEMIT projected onto the null space of preserved and earlier keys (sequential)",
+        batched=True,
+    ),
+    "emmet": MethodInfo(
+        "emmet",
+        EmmetHParams,
+        "factedit.methods.emmet",
+        None,
+        "equality-constrained batched editing over MEMIT's window",
+        batched=True,
+    ),
 }
 #: Names the spec format reserves for methods still to come (refused with a clear message).
-PLANNED_METHODS: tuple[str, ...] = ("memit", "alphaedit", "emmet")
+PLANNED_METHODS: tuple[str, ...] = ()
 
 
 def method_names() -> tuple[str, ...]:

@@ -29,7 +29,7 @@ import torch
 from factedit.batching import pad_right, pad_token_id
 from factedit.forward import PrefixCache, hidden_at, resume_from_layer
 from factedit.hooks import Trace
-from factedit.methods.hparams import RomeHParams
+from factedit.methods.hparams import ValueHParams
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
 from factedit.tokens import SubjectPrompt, locate_subject, target_token_ids
@@ -144,16 +144,21 @@ class _Forward:
             [s - o for s, o in zip(batch.split, self.offsets, strict=True)], device=device
         )
 
-    def __call__(self, edit: Any, positions: torch.Tensor) -> torch.Tensor:
+    def __call__(self, edit: Any, positions: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Only the batch rows ``rows`` [R] run (the others' facts are finished);
+        ``positions`` index into them (row i of ``positions`` is batch row ``rows[i]``)."""
         lm = self.lm
-        rows, cols = positions[:, 0], positions[:, 1]
+        at, cols = positions[:, 0], positions[:, 1]
         with Trace(lm.model, self.site.name, retain_output=False, edit_output=edit):
             if not self.prefix:
-                logits = lm.model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
-                return torch.log_softmax(logits.logits[rows, cols].float(), dim=-1)
-            with resume_from_layer(lm.arch, self.site.layer, self.start):
-                hidden = lm.arch.base_model()(**self.cache.inputs()).last_hidden_state
-        return torch.log_softmax(lm.arch.logits(hidden[rows, cols]).float(), dim=-1)
+                logits = lm.model(
+                    input_ids=self.ids[rows], attention_mask=self.mask[rows], use_cache=False
+                )
+                return torch.log_softmax(logits.logits[at, cols].float(), dim=-1)
+            start = None if self.start is None else self.start[rows]
+            with resume_from_layer(lm.arch, self.site.layer, start):
+                hidden = lm.arch.base_model()(**self.cache.inputs(rows)).last_hidden_state
+        return torch.log_softmax(lm.arch.logits(hidden[at, cols]).float(), dim=-1)
 
 
 @dataclass
@@ -194,7 +199,7 @@ def kl_new_orig(logp_new: torch.Tensor, logp_orig: torch.Tensor) -> torch.Tensor
 class _Loss:
     """Per-fact loss terms from one forward pass (see the module docstring)."""
 
-    def __init__(self, batch: ValueBatch, hp: RomeHParams, device: torch.device) -> None:
+    def __init__(self, batch: ValueBatch, hp: ValueHParams, device: torch.device) -> None:
         self.hp = hp
         self.n = batch.n_facts
         owner = torch.tensor(batch.owner, device=device)
@@ -209,18 +214,21 @@ class _Loss:
         target_logp: torch.Tensor,
         row_of: torch.Tensor,
         kl_logp: torch.Tensor,
+        kl_facts: torch.Tensor,
         delta: torch.Tensor,
         v_orig_norm: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """``target_logp`` [N] log p(target token); ``kl_logp`` [n_facts, V]; ``delta``
-        [n_facts, d]; ``v_orig_norm`` [n_facts]. Returns per-fact terms [n_facts]."""
+        """``target_logp`` [N] log p(target token) of rewrite rows ``row_of`` [N];
+        ``kl_logp`` [F, V] of facts ``kl_facts`` [F]; ``delta`` [n_facts, d];
+        ``v_orig_norm`` [n_facts]. Returns per-fact terms [n_facts] (0 for facts not run)."""
         if self.kl_init is None:
-            self.kl_init = kl_logp.detach().clone()
+            self.kl_init = kl_logp.detach().clone()  # the first call runs every fact
         zeros = torch.zeros(len(self.row_owner), device=target_logp.device)
         row_nll = zeros.index_add(0, row_of, -target_logp) / self.row_length
         nll = torch.zeros(self.n, device=row_nll.device).index_add(0, self.row_owner, row_nll)
         nll = nll / self.rows_per_fact
-        kl = kl_new_orig(kl_logp, self.kl_init)
+        kl = torch.zeros(self.n, device=kl_logp.device, dtype=kl_logp.dtype)
+        kl = kl.index_put((kl_facts,), kl_new_orig(kl_logp, self.kl_init[kl_facts]))
         decay = delta.norm(dim=-1) / v_orig_norm**2
         total = nll + self.hp.kl_factor * kl + self.hp.v_weight_decay * decay
         return {"nll": nll, "kl": kl, "decay": decay, "total": total}
@@ -230,7 +238,7 @@ class _ValueProblem:
     """δ [n_facts, d] at the hook site, and the loss terms of one forward pass with it."""
 
     def __init__(
-        self, lm: LoadedModel, batch: ValueBatch, site: HookSite, hp: RomeHParams, prefix: bool
+        self, lm: LoadedModel, batch: ValueBatch, site: HookSite, hp: ValueHParams, prefix: bool
     ) -> None:
         device = lm.device
         self.forward = _Forward(lm, batch, site, prefix)
@@ -252,28 +260,54 @@ class _ValueProblem:
         self.target_lengths = [len(t) for t in batch.targets]
 
     def _add_delta(self, out: torch.Tensor, _name: str) -> torch.Tensor:
-        lookup = self.forward.lookup
-        if self.v_orig is None:  # the first pass runs with δ = 0: the unedited outputs
+        """δ of each running row's fact at its hook position (``out`` [R, T, d])."""
+        rows = self._rows
+        lookup = self.forward.lookup[rows]
+        if self.v_orig is None:  # the first pass runs every row with δ = 0: unedited outputs
             self.v_orig = out[self.first_row, lookup[self.first_row]].detach().float().clone()
         out = out.clone()
-        rows = self.row_index
-        out[rows, lookup] = out[rows, lookup] + self.delta[self.owner].to(out.dtype)
+        at = torch.arange(len(rows), device=out.device)
+        out[at, lookup] = out[at, lookup] + self.delta[self.owner[rows]].to(out.dtype)
         return out
 
-    def terms(self) -> dict[str, torch.Tensor]:
-        """Per-fact ``nll``, ``kl``, ``decay`` and ``total`` [n_facts] at the current δ."""
-        logp = self.forward(self._add_delta, self.all_positions)
-        n = len(self.target_ids)
-        target_logp = logp[:n].gather(1, self.target_ids[:, None]).squeeze(1)
+    def terms(self, active: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-fact ``nll``, ``kl``, ``decay`` and ``total`` [n_facts] at the current δ.
+
+        ``active`` [n_facts] bool: only those facts' rows run (a finished fact's rows cannot
+        change another fact's loss); the others' ``nll`` and ``kl`` are 0. The first call
+        runs every fact (it records v_orig and the KL reference).
+        """
+        keep = self.row_index if active is None else torch.nonzero(active[self.owner]).flatten()
+        remap = torch.full_like(self.row_index, -1)
+        remap[keep] = torch.arange(len(keep), device=keep.device)
+        picked = remap[self.all_positions[:, 0]] >= 0
+        positions = torch.stack(
+            [remap[self.all_positions[picked, 0]], self.all_positions[picked, 1]], dim=1
+        )
+        self._rows = keep
+        logp = self.forward(self._add_delta, positions, keep)
+        n_targets = int(picked[: len(self.target_ids)].sum())
+        target_ids = self.target_ids[picked[: len(self.target_ids)]]
+        target_logp = logp[:n_targets].gather(1, target_ids[:, None]).squeeze(1)
+        facts = self.owner[self.all_positions[len(self.target_ids) :, 0]][
+            picked[len(self.target_ids) :]
+        ]
         assert self.v_orig is not None
-        return self.loss(target_logp, self.row_of, logp[n:], self.delta, self.v_orig.norm(dim=-1))
+        return self.loss(
+            target_logp,
+            self.row_of[picked[: len(self.target_ids)]],
+            logp[n_targets:],
+            facts,
+            self.delta,
+            self.v_orig.norm(dim=-1),
+        )
 
 
 def optimise_values(
     lm: LoadedModel,
     batch: ValueBatch,
     site: HookSite,
-    hp: RomeHParams,
+    hp: ValueHParams,
     *,
     prefix: bool = True,
 ) -> list[ValueResult]:
@@ -300,7 +334,7 @@ def optimise_value(
     request: EditRequest,
     site: HookSite,
     templates: Sequence[str],
-    hp: RomeHParams,
+    hp: ValueHParams,
     *,
     prefix: bool = True,
 ) -> ValueResult:
@@ -317,7 +351,7 @@ def _site_width(lm: LoadedModel, site: HookSite) -> int:
     return lm.model.config.hidden_size
 
 
-def _adam_loop(hp: RomeHParams, problem: _ValueProblem) -> list[list[dict[str, float]]]:
+def _adam_loop(hp: ValueHParams, problem: _ValueProblem) -> list[list[dict[str, float]]]:
     """Adam on δ; a fact whose total loss < ``loss_stop`` is frozen there (ROME's stop).
 
     Like the reference, the loss is checked before each update and the last step only
@@ -329,7 +363,7 @@ def _adam_loop(hp: RomeHParams, problem: _ValueProblem) -> list[list[dict[str, f
     history: list[list[dict[str, float]]] = [[] for _ in range(delta.shape[0])]
     for step in range(hp.v_num_grad_steps):
         optimizer.zero_grad()
-        terms = problem.terms()
+        terms = problem.terms(None if step == 0 else ~done)
         for i in torch.nonzero(~done).flatten().tolist():
             history[i].append({k: float(v[i].detach()) for k, v in terms.items()})
         done = done | (terms["total"].detach() < hp.loss_stop)

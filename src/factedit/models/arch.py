@@ -126,6 +126,12 @@ class Architecture:
     def down_proj(self, layer: int) -> nn.Module:
         return self.model.get_submodule(self.down_proj_name(layer))
 
+    def mlp_out_norm(self, layer: int) -> nn.Module | None:
+        """The norm on the MLP output before the residual add (``mlp_out_norm``), or None."""
+        if self.paths.mlp_out_norm is None:
+            return None
+        return self.model.get_submodule(f"{self.layer_name(layer)}.{self.paths.mlp_out_norm}")
+
     def embed(self) -> nn.Module:
         return self.model.get_submodule(self.paths.embed)
 

@@ -60,7 +60,9 @@ class LoadedModel:
     :func:`factedit.delta.applied_digest`), so nothing computed on an edited model is cached
     under the unedited model's key. ``base_identity`` is the weights as loaded.
     ``default_layer`` is the edit layer recorded for these weights by the preset ``preset``
-    whose weights they are (None for other weights).
+    whose weights they are (None for other weights), ``default_window`` the layer window
+    it records for the multi-layer methods (MEMIT, AlphaEdit, EMMET). ``source_dir`` is
+    the local model directory it was read from (where a saved edit state may lie), if any.
     """
 
     model: PreTrainedModel
@@ -70,6 +72,8 @@ class LoadedModel:
     base_identity: str
     default_layer: int | None = None
     preset: str | None = None
+    default_window: tuple[int, ...] | None = None
+    source_dir: Path | None = None
 
     @property
     def identity(self) -> str:
@@ -158,6 +162,10 @@ def load_model(
         base_identity=f"weights:{exact}",
         default_layer=None if recorded is None else recorded.edit_layer,
         preset=None if recorded is None else recorded.name,
+        default_window=None if recorded is None else recorded.memit_layers,
+        source_dir=Path(ref).expanduser()
+        if preset is None and Path(ref).expanduser().is_dir()
+        else None,
     )
 
 

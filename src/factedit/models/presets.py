@@ -50,6 +50,8 @@ class Preset:
     #: weights that ``edit_layer`` was chosen on: the layer is used for whatever weights have
     #: it, however they were loaded.
     weights: str | None = None
+    #: the layer window of the multi-layer methods (``layers: auto`` for MEMIT / AlphaEdit)
+    memit_layers: tuple[int, ...] | None = None
 
     @property
     def gguf_name(self) -> str:
@@ -74,6 +76,7 @@ def list_presets() -> dict[str, Preset]:
             edit_layer=int(data["edit_layer"]),
             check=KnownAnswer(**data["check"]) if "check" in data else None,
             weights=data.get("weights"),
+            memit_layers=tuple(data["memit_layers"]) if "memit_layers" in data else None,
         )
     return presets
 

@@ -3,6 +3,7 @@
 ROME (Meng et al. 2022, Eq. 2 and Appendix A) solves against C.
 
     C = second_moment(lm, layer, corpus=None)   # [d_in, d_in] float32, CPU
+    Cs = moments_and_counts(lm, [4, 5, 6])      # {layer: (C, n_tokens)}, missing layers in one pass
     choice = choose_corpus(None)          # which corpus, decided without loading anything:
                                           # explicit > $FACTEDIT_CORPUS > WikiText-103 > model
     paths = resolve_corpus(None, lm=lm)   # the files (downloaded / sampled when needed)
@@ -24,13 +25,14 @@ if TYPE_CHECKING:
     from factedit.stats.cache import clear_memo, list_cached
     from factedit.stats.choice import choose_corpus
     from factedit.stats.corpus import resolve_corpus
-    from factedit.stats.moment import second_moment, stats_key
+    from factedit.stats.moment import moments_and_counts, second_moment, stats_key
 
 _EXPORTS = {
     "clear_memo": "factedit.stats.cache",
     "list_cached": "factedit.stats.cache",
     "choose_corpus": "factedit.stats.choice",
     "resolve_corpus": "factedit.stats.corpus",
+    "moments_and_counts": "factedit.stats.moment",
     "second_moment": "factedit.stats.moment",
     "stats_key": "factedit.stats.moment",
 }
@@ -38,6 +40,7 @@ __all__ = [
     "choose_corpus",
     "clear_memo",
     "list_cached",
+    "moments_and_counts",
     "resolve_corpus",
     "second_moment",
     "stats_key",

@@ -30,6 +30,7 @@ from factedit.trace.engine import run_sites
 from factedit.trace.fact import build_problem
 from factedit.trace.noise import DEFAULT_NOISE
 from factedit.trace.patching import Site
+from factedit.trace.window import PLATEAU_FRACTION, aggregate_mlp_curve, plateau_window
 
 
 def aggregate_cache_path(identity: str) -> Path:
@@ -123,20 +124,27 @@ def recommend_layer(
 
 
 def resolve_layers(
-    lm: LoadedModel, layers: Sequence[int] | str, requests: Sequence[Any]
+    lm: LoadedModel,
+    layers: Sequence[int] | str,
+    requests: Sequence[Any],
+    *,
+    window: bool = False,
 ) -> tuple[tuple[int, ...], str]:
     """Concrete layers and a one-line reason.
 
     ``"auto"`` takes, in order: the preset's recorded layer (chosen from its aggregate trace
     and the selectivity of its keys, see the README); else this model's cached aggregate
     trace (``factedit trace --facts``, the MLP peak at the last subject token); else a causal
-    trace of the requests themselves.
+    trace of the requests themselves. With ``window`` (MEMIT-like methods) it is a window of
+    layers instead (:func:`resolve_window`).
     """
     if layers != "auto":
         chosen = tuple(int(x) for x in layers)
         for layer in chosen:
             lm.arch.layer_name(layer)  # validates the index
         return chosen, "given in the spec / on the command line"
+    if window:
+        return resolve_window(lm)
     if lm.default_layer is not None:
         layer = lm.default_layer
         owner = f" by preset {lm.preset}" if lm.preset else ""
@@ -149,3 +157,34 @@ def resolve_layers(
         layer, reason = recommend_layer(lm, requests)
         reason = f"layers: auto -> {reason}"
     return (layer,), reason
+
+
+def resolve_window(lm: LoadedModel) -> tuple[tuple[int, ...], str]:
+    """``layers: auto`` for the multi-layer methods: the preset's recorded window, else the
+    plateau (:func:`factedit.trace.window.plateau_window`) of this model's cached aggregate
+    trace over known facts. Never the edited facts' own traces: a window chosen on the
+    facts being evaluated would be tuned to them."""
+    rule = (
+        f"the layers with at least {PLATEAU_FRACTION:.0%} of the peak MLP effect at the "
+        "last subject token"
+    )
+    if lm.default_window is not None:
+        chosen = tuple(lm.default_window)
+        owner = f" by preset {lm.preset}" if lm.preset else ""
+        return chosen, (
+            f"layers: auto -> window {chosen[0]}-{chosen[-1]}, recorded for these weights{owner} "
+            f"({rule}, known facts)"
+        )
+    cached = load_cached_aggregate(lm)
+    curve = aggregate_mlp_curve(cached) if cached else None
+    if curve is None:
+        raise FactEditError(
+            "layers: auto for a multi-layer method needs a causal-trace profile of this model "
+            "over known facts: run `factedit trace --facts FILE --model ...` once (it is "
+            "cached), or give the window, e.g. layers: [3, 4, 5, 6, 7, 8]"
+        )
+    chosen = plateau_window(curve)
+    return chosen, (
+        f"layers: auto -> window {chosen[0]}-{chosen[-1]} ({rule}, cached aggregate trace over "
+        f"{cached['facts_kept']} known facts, {aggregate_cache_path(lm.identity)})"
+    )

@@ -1,0 +1,127 @@
+"""MEMIT at scale on this machine: N facts in one batch, against ROME's per-edit time.
+
+On the first N records of the flattened mass-editing file (counterfact-mass.json: rewrite,
+rephrase and locality prompts), with the statistics of every window layer already cached
+(collected first, not timed):
+
+- ES / PS / NS (teacher-forced probability comparison) of all N on the unedited model;
+- MEMIT: one batch of N facts, timed phase by phase (z, then keys + solves), peak RSS;
+- ES / PS / NS of all N on the model carrying the batch;
+- ROME: seconds per edit, median over the first ``--rome-facts`` of the same records,
+  each computed on the unedited model, measured in the same run;
+- seconds per fact of MEMIT against ROME's seconds per edit (the ratio).
+
+``--z-steps`` cuts the z optimisation (for a memory-only run at 10,000 facts: the steps
+do not change the memory; the JSON says so, and its quality numbers are then meaningless).
+
+    python scripts/bench_memit.py --facts 1000 --out docs/bench/memit-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from factedit.evaluate.measure import measure_request
+from factedit.evaluate.metrics import request_metrics, summarize
+from factedit.models import load_model
+from factedit.session import EditSession
+from factedit.spec import load_spec
+
+DATA = Path(os.environ.get("FACTEDIT_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--facts", type=int, default=1000)
+    parser.add_argument("--rome-facts", type=int, default=20)
+    parser.add_argument("--method", default="memit")
+    parser.add_argument("--records", type=Path, default=DATA / "counterfact-mass.json")
+    parser.add_argument("--corpus", type=Path, default=DATA / "wikitext-2-raw-test.txt")
+    parser.add_argument("--z-steps", type=int, help="cut the z optimisation (memory runs)")
+    parser.add_argument("--no-measure", action="store_true", help="skip ES/PS/NS")
+    parser.add_argument("--out", type=Path)
+    return parser.parse_args(argv)
+
+
+def scores(lm, requests) -> dict[str, float]:
+    """Mean ES / PS / NS (×100) over ``requests`` on the model as it is."""
+    per_edit = [request_metrics(measure_request(lm, r, generation=False)) for r in requests]
+    return {k: v for k, v in summarize(per_edit).items() if k in ("s", "es", "ps", "ns")}
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def rome_seconds(lm, requests, corpus: Path) -> list[float]:
+    """Seconds per ROME edit (statistics and templates warmed first, not timed)."""
+    session = EditSession(lm, method="rome", corpus=[corpus])
+    session.compute(requests[:1])
+    times = []
+    for request in requests:
+        start = time.perf_counter()
+        session.compute([request])
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    lm = load_model(args.model, device="cpu")
+    requests = list(load_spec(args.records, limit=args.facts).edits)
+    hparams = {} if args.z_steps is None else {"v_num_grad_steps": args.z_steps}
+    session = EditSession(lm, method=args.method, corpus=[args.corpus], hparams=hparams)
+    session.state.second_moments(lm, session.layers)  # cached before timing
+    session.state.templates(lm)
+    before = None if args.no_measure else scores(lm, requests)
+    start = time.perf_counter()
+    deltas = session.compute(requests)
+    memit_s = time.perf_counter() - start
+    session.apply(deltas)
+    after = None if args.no_measure else scores(lm, requests)
+    session.revert()
+    rome = rome_seconds(lm, requests[: args.rome_facts], args.corpus) if args.rome_facts else []
+    per_fact = memit_s / len(requests)
+    rome_median = statistics.median(rome) if rome else None
+    report = {
+        "benchmark": "memit-batch",
+        "model": args.model,
+        "method": args.method,
+        "records": args.records.name,
+        "facts": len(requests),
+        "layers": list(session.layers),
+        "z_steps": session.hparams.v_num_grad_steps,
+        "z_steps_cut": args.z_steps is not None,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "memit_seconds": memit_s,
+        "memit_seconds_per_fact": per_fact,
+        "rome_seconds_per_edit_median": rome_median,
+        "rome_edits_timed": len(rome),
+        "ratio_memit_per_fact_to_rome": None if not rome_median else per_fact / rome_median,
+        "peak_rss_gib": peak_rss_gib(),
+        "metrics_unedited": before,
+        "metrics_edited": after,
+        "updates": [
+            {k: v for k, v in d.meta.items() if not isinstance(v, (list, dict))} for d in deltas
+        ],
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""AlphaEdit: MEMIT with every update projected onto the null space of the preserved keys
+(Fang et al., ICLR 2025; jianghoucheng/AlphaEdit ``AlphaEdit_main.py``).
+
+Per layer, with P the projector onto C's null space (:meth:`MethodState.projector`), K the
+new batch's keys, R its residual and K_p the keys of every earlier edit of this session:
+
+    Δᵀ = (P (K Kᵀ + K_p K_pᵀ) + α I)⁻¹ P K Rᵀ          (no C in the solve: P carries it)
+
+Δ lies in P's range (α Δᵀ = P(K Rᵀ − (K Kᵀ + K_p K_pᵀ) Δᵀ)), so Δ k₀ ≈ 0 for every key k₀
+that C preserves, and the K_p K_pᵀ term keeps earlier edits' keys where they were. α is
+``l2`` × the mean of ‖P k‖² over the batch's keys (scale-free: with one key the layer
+delivers 1 / (1 + l2) of its share). After the whole window is written, the batch's keys
+are recomputed on the edited model and staged; the session adds them to K_p when it applies
+the deltas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from factedit.delta import WeightDelta
+from factedit.methods.keys import compute_keys
+from factedit.methods.memit import edit_batch
+from factedit.methods.state import MethodState
+from factedit.models.loading import LoadedModel
+from factedit.spec import EditRequest
+
+
+class AlphaEditSolver:
+    """S = ((P (K Kᵀ + K_p K_pᵀ) + α I)⁻¹ P K), so that ΔW = R Sᵀ."""
+
+    name = "alphaedit"
+
+    def right(
+        self, lm: LoadedModel, layer: int, keys: torch.Tensor, state: MethodState
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        P, null_info = state.projector(lm, layer)
+        P = P.to(keys.device)
+        width = keys.shape[0]
+        earlier = state.edit_gram(layer, width).to(keys.device)
+        projected = P @ keys
+        alpha = state.hparams.l2 * float(projected.pow(2).sum(0).mean())
+        system = P @ (keys @ keys.T + earlier) + alpha * torch.eye(
+            width, dtype=keys.dtype, device=keys.device
+        )
+        right = torch.linalg.solve(system, projected)
+        null_share = projected.pow(2).sum(0) / keys.pow(2).sum(0)
+        return right, {
+            **null_info,
+            "alpha": alpha,
+            "alpha_rule": f"l2 ({state.hparams.l2:g}) x mean ||P k||^2 of the batch's keys",
+            "key_null_share_median": float(null_share.median()),
+            "earlier_edits": state.sequential.n_edits,
+        }
+
+    def after(
+        self,
+        lm: LoadedModel,
+        requests: Sequence[EditRequest],
+        layers: Sequence[int],
+        state: MethodState,
+        deltas: Sequence[WeightDelta],
+    ) -> None:
+        """Stage K Kᵀ per layer, with every delta of the batch applied (the reference)."""
+        templates = state.templates(lm)
+        grams = {}
+        for layer in layers:
+            keys = (
+                compute_keys(
+                    lm, requests, layer, templates, rows_per_pass=state.hparams.key_batch_rows
+                )
+                .double()
+                .cpu()
+            )
+            grams[layer] = keys.T @ keys
+        state.stage_edit_keys(deltas, grams, len(requests))
+
+
+def compute(
+    lm: LoadedModel,
+    requests: Sequence[EditRequest],
+    layers: Sequence[int],
+    state: MethodState,
+) -> list[WeightDelta]:
+    """One delta per layer; the batch's keys are staged for the session state."""
+    return edit_batch(lm, requests, layers, state, AlphaEditSolver())

@@ -1,0 +1,176 @@
+"""MEMIT's layer loop (Meng et al. 2023, Alg. 1), shared by MEMIT, AlphaEdit and EMMET.
+
+    z = compute_targets(lm, requests, layers[-1], templates, hp)       # z_i [n, d]
+    deltas = spread_over_layers(lm, requests, layers, z, state, solver)  # one per layer
+
+For each layer l of the window, in order, on the model carrying the updates of the layers
+before it:
+
+    K    = compute_keys(...)                 keys at l, template-averaged       [d_in, n]
+    Z_c  = residual_at_subject(...)          current z at the last window layer  [d, n]
+    R    = (Z − Z_c) / (layers left, l included), mapped to W's output space
+           (:func:`factedit.methods.mlp_out.weight_space_residuals`)           [d_out, n]
+    ΔW_l = R Sᵀ,  S = solver.right(K)        e.g. MEMIT: S = (λC + K Kᵀ)⁻¹ K      [d_in, n]
+
+ΔW_l is applied before the next layer's keys are computed. Everything is solved in float64
+and cast to the weight's dtype once, when applied. The model is left as it was found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from factedit.console import progress
+from factedit.delta import AppliedDeltas, WeightDelta, compact_factors
+from factedit.methods.hparams import MemitHParams
+from factedit.methods.keys import compute_keys, residual_at_subject
+from factedit.methods.mlp_out import output_change, weight_space_residuals
+from factedit.methods.state import MethodState
+from factedit.methods.value import HookSite, ValueBatch, optimise_values
+from factedit.models.loading import LoadedModel
+from factedit.spec import EditRequest
+
+
+class Solver(Protocol):
+    """A method's update rule: ΔW_l = R Sᵀ with S = ``right(...)``."""
+
+    name: str
+
+    def right(
+        self, lm: LoadedModel, layer: int, keys: torch.Tensor, state: MethodState
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """S [d_in, n] float64 for keys [d_in, n] float64, and what to record about it."""
+        ...
+
+    def after(
+        self,
+        lm: LoadedModel,
+        requests: Sequence[EditRequest],
+        layers: Sequence[int],
+        state: MethodState,
+        deltas: Sequence[WeightDelta],
+    ) -> None:
+        """Called with every delta applied (e.g. AlphaEdit records the new keys)."""
+        ...
+
+
+@dataclass
+class Targets:
+    """z_i = z_orig,i + δ_i at the last window layer: ``z`` and ``z_orig`` [n, d] float32."""
+
+    z: torch.Tensor
+    z_orig: torch.Tensor
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        """Mean/max of the final loss terms and the step count over the facts."""
+        final = [log["losses"][-1] for log in self.logs]
+        steps = [log["steps"] for log in self.logs]
+        if not final:
+            return {}
+        return {
+            "z_steps_mean": sum(steps) / len(steps),
+            "z_final_nll_mean": sum(f["nll"] for f in final) / len(final),
+            "z_final_nll_max": max(f["nll"] for f in final),
+            "z_delta_norm_mean": float((self.z - self.z_orig).norm(dim=-1).mean()),
+        }
+
+
+def compute_targets(
+    lm: LoadedModel,
+    requests: Sequence[EditRequest],
+    layer: int,
+    templates: Sequence[str],
+    hp: MemitHParams,
+) -> Targets:
+    """z for each request at the output of decoder ``layer`` (the residual stream), optimised
+    as ROME's v* (:func:`factedit.methods.value.optimise_values`) in chunks of
+    ``hp.z_batch_facts`` facts per forward pass; batched equals one at a time."""
+    site = HookSite.residual(lm, layer)
+    z, z_orig, logs = [], [], []
+    size = hp.z_batch_facts
+    with progress() as bar:
+        task = bar.add_task(f"z at layer {layer}", total=len(requests))
+        for start in range(0, len(requests), size):
+            chunk = list(requests[start : start + size])
+            for value in optimise_values(lm, ValueBatch.build(lm, chunk, templates), site, hp):
+                z.append(value.v_star)
+                z_orig.append(value.v_orig)
+                logs.append(value.log)
+            bar.update(task, completed=start + len(chunk))
+    return Targets(torch.stack(z), torch.stack(z_orig), logs)
+
+
+def spread_over_layers(
+    lm: LoadedModel,
+    requests: Sequence[EditRequest],
+    layers: Sequence[int],
+    targets: Targets,
+    state: MethodState,
+    solver: Solver,
+) -> list[WeightDelta]:
+    """One delta per layer of ``layers`` (see the module docstring); the model is unchanged."""
+    hp: MemitHParams = state.hparams
+    templates = state.templates(lm)
+    state.second_moments(lm, layers)  # every layer of the window in one pass
+    deltas: list[WeightDelta] = []
+    with AppliedDeltas(lm.model) as applied, progress() as bar:
+        task = bar.add_task(f"keys and solve, layers {layers[0]}-{layers[-1]}", total=len(layers))
+        for i, layer in enumerate(layers):
+            keys = compute_keys(lm, requests, layer, templates, rows_per_pass=hp.key_batch_rows)
+            z_now = residual_at_subject(lm, requests, layers[-1], rows_per_pass=hp.key_batch_rows)
+            share = (targets.z.to(z_now.device) - z_now) / (len(layers) - i)
+            residual_w = weight_space_residuals(lm, layer, keys, share)
+            right, solve_info = solver.right(lm, layer, keys.double().T, state)
+            delta = _layer_delta(lm, layer, residual_w, right)
+            delta.meta = {
+                "method": solver.name,
+                "layer": layer,
+                "layers": list(layers),
+                "n_facts": len(requests),
+                **solve_info,
+                **_norms(lm, layer, delta),
+                **_reach(lm, layer, keys, delta, share),
+                **targets.summary(),
+                "c_tokens": state.conditioning[layer].n_tokens,
+                "c_condition": state.conditioning[layer].condition,
+            }
+            applied.add(delta)
+            deltas.append(delta)
+            bar.update(task, completed=i + 1)
+        solver.after(lm, requests, layers, state, deltas)
+    return deltas
+
+
+def _layer_delta(
+    lm: LoadedModel, layer: int, residual_w: torch.Tensor, right: torch.Tensor
+) -> WeightDelta:
+    """ΔW = R Sᵀ as factors in the weight's orientation (``residual_w`` [n, d_out] = Rᵀ,
+    ``right`` [d_in, n]); dense-sized factors when n exceeds the smaller side."""
+    weight = lm.arch.down_proj(layer).weight
+    r = residual_w.T.float().to(weight.device)
+    s = right.float().to(weight.device)
+    left, right_ = (s, r) if lm.arch.weight_is_in_out(layer) else (r, s)
+    left, right_ = compact_factors(left, right_)
+    return WeightDelta(lm.arch.down_proj_weight_name(layer), left, right_)
+
+
+def _norms(lm: LoadedModel, layer: int, delta: WeightDelta) -> dict[str, float]:
+    norm = float(delta.dense().norm())
+    weight = float(lm.arch.down_proj(layer).weight.float().norm())
+    return {"delta_norm": norm, "weight_norm": weight, "relative_norm": norm / weight}
+
+
+def _reach(
+    lm: LoadedModel, layer: int, keys: torch.Tensor, delta: WeightDelta, share: torch.Tensor
+) -> dict[str, float]:
+    """How much of its share of the residual target the layer's update delivers at the keys:
+    ⟨achieved, wanted⟩ / ‖wanted‖² per fact (1 = all of it), mean and minimum."""
+    achieved = output_change(lm, layer, keys, delta.dense())
+    wanted = share.double().to(achieved.device)
+    reach = (achieved * wanted).sum(-1) / wanted.pow(2).sum(-1).clamp_min(1e-30)
+    return {"share_reached_mean": float(reach.mean()), "share_reached_min": float(reach.min())}

@@ -1,0 +1,226 @@
+"""MEMIT, AlphaEdit and EMMET: the closed-form updates on hand-built cases, the layer loop on
+tiny models (the normed-MLP-output architectures included), chunked z equal to one chunk."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from factedit.delta import AppliedDeltas, compact_factors
+from factedit.methods.alphaedit import AlphaEditSolver
+from factedit.methods.emmet import EmmetSolver
+from factedit.methods.hparams import AlphaEditHParams, EmmetHParams, MemitHParams
+from factedit.methods.keys import compute_keys, residual_at_subject
+from factedit.methods.memit import MemitSolver, update_weight
+from factedit.methods.mlp_out import output_change, weight_space_residuals
+from factedit.methods.spread import Targets, compute_targets, spread_over_layers
+from factedit.methods.state import MethodState, null_space_projector
+from factedit.spec import EditRequest
+
+FACTS = [
+    EditRequest(subject="Eiffel Tower", prompt="The {} is in", target_new="Rome"),
+    EditRequest(subject="Michael Jordan", prompt="{} plays", target_new="chess"),
+    EditRequest(subject="the iPhone", prompt="{} is made by", target_new="Nokia"),
+]
+#: one template ("{}"), so a key is exactly the bare prompt's key
+BARE = {"context_template_lengths": (), "mom2_n_tokens": 1_500}
+
+
+def _spd(d: int, seed: int, spectrum: torch.Tensor | None = None) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    values = (
+        spectrum if spectrum is not None else torch.rand(d, generator=g, dtype=torch.float64) + 0.1
+    )
+    return q @ torch.diag(values) @ q.T
+
+
+def _state(hp, C: torch.Tensor, layer: int = 0) -> MethodState:
+    return MethodState(hp, statistics={layer: C})
+
+
+def test_memit_one_fact_one_layer_is_the_closed_form_least_squares_update():
+    """ΔW = r Sᵀ minimises ‖ΔW k − r‖² + λ tr(ΔW C ΔWᵀ): the Sherman-Morrison closed form
+    r kᵀ(λC)⁻¹ / (1 + kᵀ(λC)⁻¹k), and the objective's gradient vanishes there."""
+    d_in, d_out, lam = 6, 4, 3.0
+    C = _spd(d_in, 0)
+    g = torch.Generator().manual_seed(1)
+    k = torch.randn(d_in, 1, generator=g, dtype=torch.float64)
+    r = torch.randn(d_out, 1, generator=g, dtype=torch.float64)
+    right, info = MemitSolver().right(None, 0, k, _state(MemitHParams(mom2_update_weight=lam), C))
+    delta = r @ right.T
+    u = torch.linalg.solve(lam * C, k)
+    expected = r @ u.T / (1 + float(k.T @ u))
+    assert torch.allclose(delta, expected, atol=1e-12)
+    gradient = 2 * (delta @ k - r) @ k.T + 2 * lam * delta @ C
+    assert float(gradient.abs().max()) < 1e-10
+    assert info["lambda"] == lam and info["lambda_rule"] == "mom2_update_weight given"
+
+
+def test_lambda_rule_is_the_input_width():
+    assert update_weight(MemitHParams(), 2048) == (2048.0, update_weight(MemitHParams(), 1)[1])
+    assert update_weight(MemitHParams(mom2_update_weight=15000), 2048)[0] == 15000.0
+
+
+def test_emmet_meets_the_constraints_as_lambda_vanishes():
+    """λ → 0: ΔW K = R for every key of the batch."""
+    d_in, n = 8, 3
+    C = _spd(d_in, 2)
+    g = torch.Generator().manual_seed(3)
+    K = torch.randn(d_in, n, generator=g, dtype=torch.float64)
+    R = torch.randn(5, n, generator=g, dtype=torch.float64)
+    right, _ = EmmetSolver().right(None, 0, K, _state(EmmetHParams(emmet_lambda=1e-9), C))
+    assert torch.allclose((R @ right.T) @ K, R, atol=1e-6)
+
+
+def _null_space_case(d: int = 12, null: int = 6, seed: int = 4):
+    """C with 6 large and 6 tiny eigenvalues; keys K₀ of the preserved (large) directions."""
+    spectrum = torch.cat([torch.full((null,), 1e-6), torch.linspace(1.0, 2.0, d - null)])
+    spectrum = spectrum.double()
+    C = _spd(d, seed, spectrum)
+    _eigvals, eigvecs = torch.linalg.eigh(C)
+    preserved = eigvecs[:, null:]
+    g = torch.Generator().manual_seed(seed + 1)
+    K0 = preserved @ torch.randn(d - null, 50, generator=g, dtype=torch.float64)
+    return C, K0, g
+
+
+def test_null_space_projector_rule_is_scale_free():
+    C, _, _ = _null_space_case()
+    P, info = null_space_projector(C, 0.01)
+    P_scaled, info_scaled = null_space_projector(1e4 * C, 0.01)
+    assert info["null_dim"] == info_scaled["null_dim"] == 6
+    assert torch.allclose(P, P_scaled, atol=1e-8)
+    assert torch.allclose(P @ P, P, atol=1e-10)
+
+
+def test_projected_update_leaves_preserved_and_earlier_keys_unchanged():
+    """‖ΔW K₀‖ ≈ 0 for the keys C preserves; with the earlier edits' keys K_p in the state,
+    ‖ΔW K_p‖ ≈ 0 too, while the new keys get their residual."""
+    C, K0, g = _null_space_case()
+    K1 = torch.randn(12, 2, generator=g, dtype=torch.float64)
+    Kp = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    R = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    state = _state(AlphaEditHParams(nullspace_energy=0.01, l2=1e-7), C)
+    state.sequential.grams[0] = Kp @ Kp.T
+    right, info = AlphaEditSolver().right(None, 0, K1, state)
+    delta = R @ right.T
+    assert info["null_dim"] == 6
+    assert float((delta @ K0).norm()) < 1e-6 * float(delta.norm() * K0.norm())
+    assert float((delta @ Kp).norm()) < 1e-4 * float((delta @ K1).norm())
+    assert torch.allclose(delta @ K1, R, atol=1e-4)
+    # without the earlier keys in the state they are moved
+    free, _ = AlphaEditSolver().right(None, 0, K1, _state(AlphaEditHParams(l2=1e-7), C))
+    assert float(((R @ free.T) @ Kp).norm()) > 1e-2 * float((R @ free.T @ K1).norm())
+
+
+def test_compact_factors_keep_the_update():
+    g = torch.Generator().manual_seed(0)
+    left, right = torch.randn(4, 9, generator=g), torch.randn(6, 9, generator=g)
+    small_left, small_right = compact_factors(left, right)
+    assert small_left.shape[1] == 4
+    assert torch.allclose(small_left @ small_right.T, left @ right.T, atol=1e-5)
+
+
+@pytest.fixture
+def memit_state(corpus_path):
+    def make(**overrides) -> MethodState:
+        hp = MemitHParams.from_overrides({**BARE, "v_num_grad_steps": 6, **overrides})
+        return MethodState(hp, corpus=[corpus_path], n_tokens=1_500)
+
+    return make
+
+
+def test_chunked_z_equals_one_chunk(tiny, memit_state):
+    lm = tiny("llama")
+    state = memit_state()
+    templates = context_templates_of(lm, state)
+    whole = compute_targets(lm, FACTS, 2, templates, state.hparams)
+    chunked = compute_targets(
+        lm, FACTS, 2, templates, dataclasses.replace(state.hparams, z_batch_facts=1)
+    )
+    assert torch.allclose(whole.z, chunked.z, atol=1e-4, rtol=1e-4)
+    assert float((whole.z - whole.z_orig).norm()) > 0
+
+
+def context_templates_of(lm, state: MethodState) -> list[str]:
+    return state.templates(lm)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma3_text"])
+def test_single_layer_with_vanishing_lambda_writes_z_exactly(tiny, memit_state, model_type):
+    """One fact, one layer, λ → 0, the bare template only: after the update the residual
+    stream at the subject's last token is z (up to the norm's radial part on Gemma)."""
+    lm = tiny(model_type)
+    state = memit_state(mom2_update_weight=1e-6)
+    fact = FACTS[:1]
+    z_orig = residual_at_subject(lm, fact, 1)
+    step = 0.05 * z_orig.norm() * torch.nn.functional.normalize(torch.randn_like(z_orig), dim=-1)
+    targets = Targets(z_orig + step, z_orig)
+    (delta,) = spread_over_layers(lm, fact, [1], targets, state, MemitSolver())
+    with AppliedDeltas(lm.model) as applied:
+        applied.add(delta)
+        z_now = residual_at_subject(lm, fact, 1)
+    # a normed MLP output has a fixed length: a step of 11% of it is met up to ~6% (radial)
+    tolerance = 0.1 if lm.arch.mlp_output_is_normed() else 0.01
+    assert float((z_now - targets.z).norm()) < tolerance * float(step.norm())
+    assert delta.meta["share_reached_mean"] == pytest.approx(1.0, abs=tolerance)
+
+
+def _mlp_block_output(lm, request: EditRequest, layer: int) -> torch.Tensor:
+    """What layer ``layer``'s MLP adds to the residual stream at the last subject token [d]."""
+    from factedit.hooks import Trace
+    from factedit.methods.value import rewrite_prompts
+
+    (prompt,) = rewrite_prompts(lm, request, ["{}"])
+    name = f"{lm.arch.layer_name(layer)}.{lm.arch.paths.mlp_out_norm}"
+    with torch.no_grad(), Trace(lm.model, name) as tr:
+        lm.model(input_ids=torch.tensor([prompt.input_ids]))
+    return tr.output[0, prompt.last_subject_index].double()
+
+
+@pytest.mark.parametrize("model_type", ["gemma3_text", "gemma2"])
+def test_normed_mlp_output_each_layer_reaches_its_share(tiny, memit_state, model_type):
+    """Where the MLP output is normalised before the residual add, every edited layer moves
+    the residual stream by its share (z − z_cur) / (layers left), measured by a forward pass
+    (these tiny models' MLP outputs are small enough for the norm's ε to matter, so the
+    share is met exactly, radial part included); ignoring the norm (writing the share into
+    W k itself) misses it badly."""
+    lm = tiny(model_type)
+    state = memit_state(mom2_update_weight=1e-6)
+    fact, layers = FACTS[:1], [1, 2]
+    z_orig = residual_at_subject(lm, fact, layers[-1])
+    step = 0.05 * z_orig.norm() * torch.nn.functional.normalize(torch.randn_like(z_orig), dim=-1)
+    targets = Targets(z_orig + step, z_orig)
+    deltas = spread_over_layers(lm, fact, layers, targets, state, MemitSolver())
+    with AppliedDeltas(lm.model) as applied:
+        for i, (layer, delta) in enumerate(zip(layers, deltas, strict=True)):
+            share = ((targets.z - residual_at_subject(lm, fact, layers[-1])) / (len(layers) - i))[0]
+            before = _mlp_block_output(lm, fact[0], layer)
+            applied.add(delta)
+            moved = _mlp_block_output(lm, fact[0], layer) - before
+            cos = torch.nn.functional.cosine_similarity(moved, share.double(), dim=0)
+            assert float(cos) > 0.99, (layer, float(cos))
+            assert float(moved.norm() / share.norm()) == pytest.approx(1.0, abs=0.05)
+            assert delta.meta["share_reached_mean"] == pytest.approx(1.0, abs=0.05)
+    # the naive residual (no norm handling) at the first layer
+    keys = compute_keys(lm, fact, layers[0], ["{}"])
+    share0 = step / len(layers)
+    naive = output_change(lm, layers[0], keys, _exact_update(keys, share0.double()))
+    mapped = output_change(
+        lm,
+        layers[0],
+        keys,
+        _exact_update(keys, weight_space_residuals(lm, layers[0], keys, share0)),
+    )
+    reach = lambda moved: float((moved * share0).sum() / share0.pow(2).sum())  # noqa: E731
+    assert reach(mapped) > 0.8
+    assert abs(reach(naive) - 1.0) > 0.5
+
+
+def _exact_update(keys: torch.Tensor, residual_w: torch.Tensor) -> torch.Tensor:
+    """The minimum-norm ΔW [d_out, d_in] with ΔW k = r for one key (Linear orientation)."""
+    k = keys.double()[0]
+    return residual_w.double()[0][:, None] @ (k / k.dot(k))[None]
