@@ -66,6 +66,7 @@ class EditSession:
         self.info = method_info(method)
         self.lm = lm
         self.method = self.info.name
+        hparams = {**self._recorded_hparams(lm), **(hparams or {})}
         hp = self.info.hparams.from_overrides(hparams)
         #: None lets the statistics pick the corpus kind's default count (fewer tokens for a
         #: corpus sampled from the model); an explicit hparams.mom2_n_tokens always wins
@@ -86,6 +87,12 @@ class EditSession:
         self._check_layer_count()
         self._impl = load_method(self.method)
         self.applied = AppliedDeltas(lm.model)
+
+    def _recorded_hparams(self, lm: LoadedModel) -> dict[str, Any]:
+        """The preset's recorded hyper-parameters for the multi-layer methods (else none)."""
+        if self.info.n_layers is not None or not lm.default_memit_hparams:
+            return {}
+        return dict(lm.default_memit_hparams)
 
     def _saved_state(self, lm: LoadedModel) -> SavedState | None:
         """The sequential state saved in the model directory, if it is this method's."""

@@ -224,3 +224,43 @@ def _exact_update(keys: torch.Tensor, residual_w: torch.Tensor) -> torch.Tensor:
     """The minimum-norm ΔW [d_out, d_in] with ΔW k = r for one key (Linear orientation)."""
     k = keys.double()[0]
     return residual_w.double()[0][:, None] @ (k / k.dot(k))[None]
+
+
+class _GemmaNorm(torch.nn.Module):
+    """Gemma's RMS norm, (1 + w) ⊙ x / sqrt(mean(x²) + ε), with one large gain."""
+
+    def __init__(self, width: int, big: float = 300.0) -> None:
+        super().__init__()
+        self.eps = 1e-6
+        self.weight = torch.nn.Parameter(torch.zeros(width))
+        with torch.no_grad():
+            self.weight[0] = big
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1 + self.weight)
+
+
+def test_projection_onto_the_norm_image_keeps_the_large_gain_coordinate():
+    """A target off the norm's image is projected in output space: the result is on the image
+    (rms(u) = 1) and no point of the image is closer; the coordinate written through the
+    large gain (a massive activation) moves far less than under the u-space rescaling."""
+    from factedit.methods.mlp_out import _onto_image, rms_gain
+
+    norm = _GemmaNorm(16).requires_grad_(False)
+    gain = rms_gain(norm, 16, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(1, 16, generator=g, dtype=torch.float64)
+    output = norm(v).double()
+    target = output + 0.3 * torch.randn(1, 16, generator=g, dtype=torch.float64)
+    u = _onto_image(target, gain)
+    assert float(u.pow(2).mean()) == pytest.approx(1.0, abs=1e-9)
+    best = float((gain * u - target).norm())
+    for _ in range(200):  # random points of the image are never closer
+        w = u + 0.05 * torch.randn(1, 16, generator=g, dtype=torch.float64)
+        w = w / w.pow(2).mean().sqrt()
+        assert float((gain * w - target).norm()) >= best - 1e-9
+    rescaled = target / gain
+    rescaled = rescaled / rescaled.pow(2).mean().sqrt()
+    moved = lambda u_: float((gain * u_ - output)[0, 0].abs())  # noqa: E731
+    assert moved(u) < 0.2 * moved(rescaled)

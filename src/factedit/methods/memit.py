@@ -80,6 +80,7 @@ def edit_batch(
         )
     if not requests:
         return []
+    state.second_moments(lm, window)  # first: a C that cannot be used fails before z
     targets = compute_targets(lm, requests, window[-1], state.templates(lm), state.hparams)
     return spread_over_layers(lm, requests, window, targets, state, solver)
 

@@ -5,17 +5,20 @@ Where the down-projection's output v = W k joins the residual stream as it is (G
 Llama, ...), the wanted change of v is r itself. Gemma 2/3 and OLMo 2 apply an RMS norm
 first (``post_feedforward_layernorm``): the residual stream receives n(v) = g ⊙ v / rms(v),
 which is not linear in v and ignores v's size. There the wanted output is o* = n(v) + r and
-v* must satisfy n(v*) ≈ o*:
+v* must satisfy n(v*) ≈ o*. The norm's image is the ellipsoid {g ⊙ u : rms(u) = 1}, so
 
-    d   = o* / g                       (undo the gain: n(c·d) ∝ o* for every c > 0)
-    v*  = c d                          c: the scale that meets o* (see :func:`_scale`)
+    u   = the point with g ⊙ u closest to o* on it (:func:`_onto_image`; exact when o* is on it)
+    v*  = c u,  c > 0 the scale closest to v (n(c u) = g ⊙ u for every c > 0)
     r_W = v* − v
 
-n(v*) = g ⊙ d / rms(d): the norm fixes the length of v / rms(v), so the part of r along
-n(v) / g (the radial part, about 1/√d of a random r) cannot be delivered by any ΔW; the rest
-is, to first order. The later layers of the window see what is left in their own residual.
-:func:`output_change` measures, through the model's own norm module, what a ΔW really does
-to the residual stream, so every delta records the share its layer reached.
+The part of r that leaves the image cannot be delivered by any ΔW; projecting in *output*
+space puts that loss on the low-gain coordinates and keeps the ones the norm writes through a
+large gain — on gemma-3-270m a massive activation (≈ 5,900 of ‖z‖ ≈ 6,500 at layer 7) that
+the u-space rescaling would move by hundreds. Where the norm's ε matters (tiny outputs, as in
+random test models) o* can be met exactly and is (:func:`_exact_scale`). The later layers of
+the window see what is left in their own residual. :func:`output_change` measures, through
+the model's own norm module, what a ΔW really does to the residual stream, so every delta
+records the share its layer reached.
 """
 
 from __future__ import annotations
@@ -82,8 +85,31 @@ def weight_space_residuals(
     gain = rms_gain(norm, v.shape[1], keys.device)
     target = norm(v.to(_dtype(norm))).double() + residuals.double()
     usable = gain.abs() > _MIN_GAIN * gain.abs().max()
-    d = torch.where(usable, target / torch.where(usable, gain, 1.0), v / _rms(v))
-    return _scale(d, v, _epsilon(norm)) * d - v
+    safe_gain = torch.where(usable, gain, 1.0)
+    inside = torch.where(usable, target / safe_gain, v / _rms(v))
+    exact = _exact_scale(inside, v, _epsilon(norm))
+    on_sphere = torch.where(usable, _onto_image(target, safe_gain), v / _rms(v))
+    closest = _closest_scale(on_sphere, v)
+    return torch.where(exact > 0, exact * inside, closest * on_sphere) - v
+
+
+def _onto_image(target: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """u with rms(u) = 1 whose image g ⊙ u is the point of the norm's image closest to
+    ``target`` [n, d] (``gain`` [d]): u = g ⊙ t / (g² + μ), μ found by bisection.
+
+    The output-space projection keeps the high-gain coordinates (a massive activation that
+    the norm writes through a large gain) and lets the low-gain ones absorb the length the
+    norm fixes; projecting in u-space instead would scale the massive coordinate with the
+    rest and move it by hundreds."""
+    g2, gt = gain.pow(2), gain * target
+    width = target.shape[-1]
+    low = torch.full_like(target[:, :1], -float(g2.min()) * (1 - 1e-12))
+    high = gt.norm(dim=-1, keepdim=True) / width**0.5 + float(g2.max())
+    for _ in range(200):
+        mid = (low + high) / 2
+        too_long = (gt / (g2 + mid)).pow(2).mean(-1, keepdim=True) > 1.0
+        low, high = torch.where(too_long, mid, low), torch.where(too_long, high, mid)
+    return gt / (g2 + (low + high) / 2)
 
 
 def _epsilon(norm: nn.Module) -> float:
@@ -95,20 +121,24 @@ def _epsilon(norm: nn.Module) -> float:
     return 0.0
 
 
-def _scale(d: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
-    """c [n, 1] for v* = c d (``d``, ``v`` [n, d_out] float64).
+def _closest_scale(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The c > 0 with c u closest to v (``u``, ``v`` [n, d]) -> [n, 1]: the smallest change
+    of W k with the same normalised output (ε negligible)."""
+    c = (u * v).sum(-1, keepdim=True) / u.pow(2).sum(-1, keepdim=True)
+    return torch.where(c > 0, c, v.norm(dim=-1, keepdim=True) / u.norm(dim=-1, keepdim=True))
 
-    n(c d) = g d · c / sqrt(c² m + ε), m = mean(d²). With m < 1 the target is met exactly
-    at c = sqrt(ε / (1 − m)); that c is used unless it is more than 10× the c closest to v,
-    c = ⟨d, v⟩ / ‖d‖² (there ε is negligible and the target is met up to its radial part).
+
+def _exact_scale(d: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
+    """c [n, 1] with n(c d) = g ⊙ d exactly, or 0 where there is none worth taking.
+
+    n(c d) = g d · c / sqrt(c² m + ε), m = mean(d²): with m < 1 the target is met at
+    c = sqrt(ε / (1 − m)); taken only where that c is at most 10× the scale of v (where ε is
+    negligible, m < 1 asks for an ever larger W k and the sphere projection is used).
     """
-    closest = (d * v).sum(-1, keepdim=True) / d.pow(2).sum(-1, keepdim=True)
-    closest = torch.where(
-        closest > 0, closest, v.norm(dim=-1, keepdim=True) / d.norm(dim=-1, keepdim=True)
-    )
     m = d.pow(2).mean(-1, keepdim=True)
     exact = torch.sqrt(eps / (1.0 - m).clamp_min(1e-300))
-    return torch.where((m < 1.0) & (exact <= 10.0 * closest) & (eps > 0), exact, closest)
+    ok = (m < 1.0) & (exact <= 10.0 * _closest_scale(d, v)) & (eps > 0)
+    return torch.where(ok, exact, torch.zeros_like(exact))
 
 
 @torch.no_grad()

@@ -116,7 +116,7 @@ def spread_over_layers(
     """One delta per layer of ``layers`` (see the module docstring); the model is unchanged."""
     hp: MemitHParams = state.hparams
     templates = state.templates(lm)
-    state.second_moments(lm, layers)  # every layer of the window in one pass
+    state.second_moments(lm, layers)  # every layer of the window in one pass (memoised)
     deltas: list[WeightDelta] = []
     with AppliedDeltas(lm.model) as applied, progress() as bar:
         task = bar.add_task(f"keys and solve, layers {layers[0]}-{layers[-1]}", total=len(layers))

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import transformers
@@ -61,7 +61,9 @@ class LoadedModel:
     under the unedited model's key. ``base_identity`` is the weights as loaded.
     ``default_layer`` is the edit layer recorded for these weights by the preset ``preset``
     whose weights they are (None for other weights), ``default_window`` the layer window
-    it records for the multi-layer methods (MEMIT, AlphaEdit, EMMET). ``source_dir`` is
+    it records for the multi-layer methods (MEMIT, AlphaEdit, EMMET) and
+    ``default_memit_hparams`` their hyper-parameters recorded for these weights (the spec's
+    ``hparams:`` override them). ``source_dir`` is
     the local model directory it was read from (where a saved edit state may lie), if any.
     """
 
@@ -73,6 +75,7 @@ class LoadedModel:
     default_layer: int | None = None
     preset: str | None = None
     default_window: tuple[int, ...] | None = None
+    default_memit_hparams: Mapping[str, Any] | None = None
     source_dir: Path | None = None
 
     @property
@@ -163,6 +166,7 @@ def load_model(
         default_layer=None if recorded is None else recorded.edit_layer,
         preset=None if recorded is None else recorded.name,
         default_window=None if recorded is None else recorded.memit_layers,
+        default_memit_hparams=None if recorded is None else recorded.memit_hparams,
         source_dir=Path(ref).expanduser()
         if preset is None and Path(ref).expanduser().is_dir()
         else None,

@@ -52,6 +52,8 @@ class Preset:
     weights: str | None = None
     #: the layer window of the multi-layer methods (``layers: auto`` for MEMIT / AlphaEdit)
     memit_layers: tuple[int, ...] | None = None
+    #: hyper-parameters of the multi-layer methods recorded for these weights (z's v_lr)
+    memit_hparams: dict[str, Any] | None = None
 
     @property
     def gguf_name(self) -> str:
@@ -77,6 +79,7 @@ def list_presets() -> dict[str, Preset]:
             check=KnownAnswer(**data["check"]) if "check" in data else None,
             weights=data.get("weights"),
             memit_layers=tuple(data["memit_layers"]) if "memit_layers" in data else None,
+            memit_hparams=data.get("memit_hparams"),
         )
     return presets
 
