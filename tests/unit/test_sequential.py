@@ -180,3 +180,27 @@ def test_window_needs_a_known_facts_profile(tiny):
     lm.default_window = (1, 2)
     layers, reason = resolve_layers(lm, "auto", FACTS, window=True)
     assert layers == (1, 2) and "window 1-2" in reason
+
+
+def test_ctrl_c_during_the_layer_loop_leaves_the_model_as_it_was(alphaedit, monkeypatch):
+    """An interrupt after the first layer's update was applied inside compute: every weight
+    is restored bit for bit and nothing is staged or kept."""
+    import factedit.methods.spread as spread
+
+    session = alphaedit()
+    lm = session.lm
+    before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    real, calls = spread.compute_keys, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spread, "compute_keys", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        session.compute(FACTS[:2])
+    for name, weight in lm.model.named_parameters():
+        assert torch.equal(weight, before[name]), name
+    assert session.deltas == [] and session.state.sequential.n_edits == 0

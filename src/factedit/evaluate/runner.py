@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from factedit.delta import WeightDelta
-from factedit.edit_loop import apply_in_order, compute_step
+from factedit.edit_loop import OrderedRun, apply_in_order, compute_step
 from factedit.evaluate.measure import RequestMeasurement, measure_request
 from factedit.evaluate.metrics import request_metrics, summarize
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
@@ -234,7 +234,7 @@ def run_sequential(
         recorder = StreamRecorder(lm, session, requests, batch_size, stream_sample, options.seed)
     try:
         if recorder is not None:
-            recorder.record(0, 0, 0.0)
+            recorder.record(0, 0, 0.0)  # the unedited model
         run = apply_in_order(
             session,
             requests,
@@ -249,13 +249,26 @@ def run_sequential(
     finally:
         session.revert()
     _check_restored(lm, snapshot)
-    outcomes = [
+    outcomes = _ordered_outcomes(requests, run, tuple(session.layers))
+    seconds = time.perf_counter() - start
+    timing = _timing(outcomes, seconds)
+    stream = None if recorder is None else recorder.to_dict()
+    return EvalResult(
+        "sequential", kind, outcomes, options, seconds, timing, fluency, stream, updates
+    )
+
+
+def _ordered_outcomes(
+    requests: Sequence[EditRequest], run: OrderedRun[RequestMeasurement], layers: tuple[int, ...]
+) -> list[EditOutcome]:
+    """One outcome per request of a sequential run (a refused edit keeps its unedited state)."""
+    return [
         EditOutcome(
             i,
             r,
             run.before[i],
             run.after[i] if step.status == "applied" else run.before[i],
-            tuple(session.layers) if step.status == "applied" else (),
+            layers if step.status == "applied" else (),
             step.seconds,
             run.measure_seconds[i],
             step.status,
@@ -263,12 +276,6 @@ def run_sequential(
         )
         for i, (r, step) in enumerate(zip(requests, run.steps, strict=True))
     ]
-    seconds = time.perf_counter() - start
-    timing = _timing(outcomes, seconds)
-    stream = None if recorder is None else recorder.to_dict()
-    return EvalResult(
-        "sequential", kind, outcomes, options, seconds, timing, fluency, stream, updates
-    )
 
 
 def run_edited(

@@ -23,7 +23,7 @@ import torch
 
 from factedit.delta import WeightDelta
 from factedit.methods.keys import compute_keys
-from factedit.methods.memit import edit_batch
+from factedit.methods.memit import batched_compute
 from factedit.methods.state import MethodState
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
@@ -79,11 +79,4 @@ class AlphaEditSolver:
         state.stage_edit_keys(deltas, grams, len(requests))
 
 
-def compute(
-    lm: LoadedModel,
-    requests: Sequence[EditRequest],
-    layers: Sequence[int],
-    state: MethodState,
-) -> list[WeightDelta]:
-    """One delta per layer; the batch's keys are staged for the session state."""
-    return edit_batch(lm, requests, layers, state, AlphaEditSolver())
+compute = batched_compute(AlphaEditSolver())

@@ -9,19 +9,17 @@ change of the corpus keys' outputs (in C's metric) that does so.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from factedit.delta import WeightDelta
-from factedit.methods.memit import edit_batch
+from factedit.methods.memit import batched_compute
+from factedit.methods.spread import StatelessSolver
 from factedit.methods.state import MethodState
 from factedit.models.loading import LoadedModel
-from factedit.spec import EditRequest
 
 
-class EmmetSolver:
+class EmmetSolver(StatelessSolver):
     """S = C⁻¹ K (Kᵀ C⁻¹ K + λ I)⁻¹, so that ΔW = R Sᵀ."""
 
     name = "emmet"
@@ -38,15 +36,5 @@ class EmmetSolver:
         right = torch.linalg.solve(gram, whitened.T).T
         return right, {"lambda": lam, "lambda_rule": "emmet_lambda"}
 
-    def after(self, *_args: Any) -> None:
-        return None
 
-
-def compute(
-    lm: LoadedModel,
-    requests: Sequence[EditRequest],
-    layers: Sequence[int],
-    state: MethodState,
-) -> list[WeightDelta]:
-    """One delta per layer of ``layers`` realising every request; the model is unchanged."""
-    return edit_batch(lm, requests, layers, state, EmmetSolver())
+compute = batched_compute(EmmetSolver())

@@ -18,14 +18,19 @@ Every delta records λ, the rule and the batch's median kᵀC⁻¹k / d_in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from factedit.delta import WeightDelta
 from factedit.errors import FactEditError
-from factedit.methods.spread import Solver, compute_targets, spread_over_layers
+from factedit.methods.spread import (
+    Solver,
+    StatelessSolver,
+    compute_targets,
+    spread_over_layers,
+)
 from factedit.methods.state import MethodState
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
@@ -43,7 +48,7 @@ def whitened_key_norms(C: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return (keys * torch.linalg.solve(C, keys)).sum(0)
 
 
-class MemitSolver:
+class MemitSolver(StatelessSolver):
     """S = (λC + K Kᵀ)⁻¹ K, so that ΔW = R Sᵀ = R Kᵀ (λC + K Kᵀ)⁻¹."""
 
     name = "memit"
@@ -60,9 +65,6 @@ class MemitSolver:
             "lambda_rule": rule,
             "key_whitened_norm_median": float(spread.median()),
         }
-
-    def after(self, *_args: Any) -> None:
-        return None
 
 
 def edit_batch(
@@ -85,11 +87,20 @@ def edit_batch(
     return spread_over_layers(lm, requests, window, targets, state, solver)
 
 
-def compute(
-    lm: LoadedModel,
-    requests: Sequence[EditRequest],
-    layers: Sequence[int],
-    state: MethodState,
-) -> list[WeightDelta]:
-    """One delta per layer of ``layers`` realising every request; the model is unchanged."""
-    return edit_batch(lm, requests, layers, state, MemitSolver())
+def batched_compute(solver: Solver) -> Callable[..., list[WeightDelta]]:
+    """A method's ``compute(lm, requests, layers, state)``: :func:`edit_batch` with ``solver``
+    (one delta per layer of ``layers`` realising every request; the model is unchanged)."""
+
+    def compute(
+        lm: LoadedModel,
+        requests: Sequence[EditRequest],
+        layers: Sequence[int],
+        state: MethodState,
+    ) -> list[WeightDelta]:
+        return edit_batch(lm, requests, layers, state, solver)
+
+    compute.__doc__ = f"{solver.name}: " + (batched_compute.__doc__ or "")
+    return compute
+
+
+compute = batched_compute(MemitSolver())

@@ -58,6 +58,15 @@ class Solver(Protocol):
         ...
 
 
+class StatelessSolver:
+    """A solver that keeps nothing between batches (MEMIT, EMMET)."""
+
+    name = "stateless"
+
+    def after(self, *_args: Any) -> None:
+        return None
+
+
 @dataclass
 class Targets:
     """z_i = z_orig,i + δ_i at the last window layer: ``z`` and ``z_orig`` [n, d] float32."""

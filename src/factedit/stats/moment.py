@@ -73,40 +73,15 @@ def second_moment(lm: LoadedModel, layer: int, **options: Any) -> torch.Tensor:
     return moment_and_count(lm, layer, **options)[0]
 
 
-def moment_and_count(
-    lm: LoadedModel,
-    layer: int,
-    *,
-    corpus: Sequence[str | Path] | None = None,
-    n_tokens: int | None = None,
-    dtype: str = "float32",
-    seq_len: int = 256,
-    batch_size: int = 8,
-    show_progress: bool = True,
-    use_cache: bool = True,
-    checkpoint_every: int = CHECKPOINT_EVERY,
-) -> tuple[torch.Tensor, int]:
+def moment_and_count(lm: LoadedModel, layer: int, **options: Any) -> tuple[torch.Tensor, int]:
     """(C, n): C = mean of k kᵀ over n corpus token vectors, k the input of the MLP
     down-projection at ``layer`` -> [d_in, d_in] in ``dtype`` (float32/float64), on CPU.
 
-    ``corpus``: files, ``["model"]``, or None for the fallback order of
-    :mod:`factedit.stats.choice`; ``n_tokens`` None takes :data:`DEFAULT_N_TOKENS`, or
-    :data:`SAMPLED_N_TOKENS` for a corpus sampled from the model. ``use_cache=False``
-    neither reads nor writes the cache (benchmarks). The returned tensor is a fresh copy;
-    the caller may modify it. The one-layer case of :func:`moments_and_counts`.
+    The one-layer case of :func:`moments_and_counts` (same options: ``corpus``,
+    ``n_tokens``, ``dtype``, ``seq_len``, ``batch_size``, ``show_progress``, ``use_cache``,
+    ``checkpoint_every``). The returned tensor is a fresh copy; the caller may modify it.
     """
-    return moments_and_counts(
-        lm,
-        [layer],
-        corpus=corpus,
-        n_tokens=n_tokens,
-        dtype=dtype,
-        seq_len=seq_len,
-        batch_size=batch_size,
-        show_progress=show_progress,
-        use_cache=use_cache,
-        checkpoint_every=checkpoint_every,
-    )[layer]
+    return moments_and_counts(lm, [layer], **options)[layer]
 
 
 def moments_and_counts(
@@ -122,10 +97,16 @@ def moments_and_counts(
     use_cache: bool = True,
     checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> dict[int, tuple[torch.Tensor, int]]:
-    """{layer: (C, n)} for each of ``layers`` (sorted, duplicates dropped): per layer the
-    same as :func:`moment_and_count` (C [d_in, d_in] in ``dtype`` on CPU, a fresh copy; the
-    same cache entries), but the layers not in the memo or the disk cache are collected
-    together, in one forward pass per batch that ends after the highest of them.
+    """{layer: (C, n)} for each of ``layers`` (sorted, duplicates dropped): C = mean of k kᵀ
+    over n corpus token vectors, k the input of the layer's MLP down-projection ->
+    [d_in, d_in] in ``dtype`` (float32/float64), on CPU, a fresh copy. The layers not in the
+    memo or the disk cache are collected together, in one forward pass per batch that ends
+    after the highest of them.
+
+    ``corpus``: files, ``["model"]``, or None for the fallback order of
+    :mod:`factedit.stats.choice`; ``n_tokens`` None takes :data:`DEFAULT_N_TOKENS`, or
+    :data:`SAMPLED_N_TOKENS` for a corpus sampled from the model. ``use_cache=False``
+    neither reads nor writes the cache (benchmarks).
     """
     layers = sorted(set(layers))
     _check_options(lm, layers, dtype, n_tokens, batch_size)
