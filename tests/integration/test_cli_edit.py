@@ -47,14 +47,6 @@ def spec_file(tmp_path):
     return path
 
 
-@pytest.fixture
-def tiny_llama(tiny, monkeypatch, corpus_path):
-    lm = tiny("llama")
-    monkeypatch.setattr("factedit.models.loading.load_model", lambda *a, **k: lm)
-    monkeypatch.setenv("FACTEDIT_CORPUS", str(corpus_path))
-    return lm
-
-
 def test_edit_apply_writes_model_json_and_patch(spec_file, tiny_llama, tmp_path):
     lm = tiny_llama
     original = lm.arch.down_proj_weight(1).detach().clone()

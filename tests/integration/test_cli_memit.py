@@ -4,7 +4,6 @@ AlphaEdit state continued by the next `edit apply`, `eval --sequential --batch-s
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -36,19 +35,6 @@ def spec_file(tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(SPEC)
     return path
-
-
-@pytest.fixture
-def tiny_llama(tiny, monkeypatch, corpus_path):
-    lm = tiny("llama")
-
-    def load(ref=None, *args, **kwargs):
-        lm.source_dir = None if ref in (None, "tiny") else Path(ref)
-        return lm
-
-    monkeypatch.setattr("factedit.models.loading.load_model", load)
-    monkeypatch.setenv("FACTEDIT_CORPUS", str(corpus_path))
-    return lm
 
 
 def _run(*args: str):
