@@ -4,8 +4,10 @@ On the first N records of the flattened mass-editing file (counterfact-mass.json
 rephrase and locality prompts), with the statistics of every window layer already cached
 (collected first, not timed):
 
+- MEMIT: one batch of N facts, timed (z, then keys + solves), peak RSS; each z is kept on
+  disk as it is done, so an interrupted run resumes (``memit_seconds`` then covers only this
+  run's part: ``z_cached`` says how many came from the cache);
 - ES / PS / NS (teacher-forced probability comparison) of all N on the unedited model;
-- MEMIT: one batch of N facts, timed phase by phase (z, then keys + solves), peak RSS;
 - ES / PS / NS of all N on the model carrying the batch;
 - ROME: seconds per edit, median over the first ``--rome-facts`` of the same records,
   each computed on the unedited model, measured in the same run;
@@ -32,6 +34,8 @@ import torch
 
 from factedit.evaluate.measure import measure_request
 from factedit.evaluate.metrics import request_metrics, summarize
+from factedit.methods.value import HookSite
+from factedit.methods.zcache import ZCache
 from factedit.models import load_model
 from factedit.session import EditSession
 from factedit.spec import load_spec
@@ -75,6 +79,13 @@ def rome_seconds(lm, requests, corpus: Path) -> list[float]:
     return times
 
 
+def count_cached(lm, session: EditSession, requests, templates) -> int:
+    """How many of the requests' z are already on disk (from an interrupted run)."""
+    site = HookSite.residual(lm, session.layers[-1])
+    cache = ZCache(lm, site, templates, session.hparams)
+    return sum(cache.get(r) is not None for r in requests)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     lm = load_model(args.model, device="cpu")
@@ -82,11 +93,12 @@ def main(argv: list[str] | None = None) -> dict:
     hparams = {} if args.z_steps is None else {"v_num_grad_steps": args.z_steps}
     session = EditSession(lm, method=args.method, corpus=[args.corpus], hparams=hparams)
     session.state.second_moments(lm, session.layers)  # cached before timing
-    session.state.templates(lm)
-    before = None if args.no_measure else scores(lm, requests)
+    templates = session.state.templates(lm)
+    z_cached = count_cached(lm, session, requests, templates)
     start = time.perf_counter()
-    deltas = session.compute(requests)
+    deltas = session.compute(requests)  # first: its z are kept on disk (a rerun resumes)
     memit_s = time.perf_counter() - start
+    before = None if args.no_measure else scores(lm, requests)  # compute left the model as is
     session.apply(deltas)
     after = None if args.no_measure else scores(lm, requests)
     session.revert()
@@ -105,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "memit_seconds": memit_s,
+        "z_cached": z_cached,
         "memit_seconds_per_fact": per_fact,
         "rome_seconds_per_edit_median": rome_median,
         "rome_edits_timed": len(rome),

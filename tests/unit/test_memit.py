@@ -137,9 +137,14 @@ def test_chunked_z_equals_one_chunk(tiny, memit_state):
     lm = tiny("llama")
     state = memit_state()
     templates = context_templates_of(lm, state)
-    whole = compute_targets(lm, FACTS, 2, templates, state.hparams)
+    whole = compute_targets(lm, FACTS, 2, templates, state.hparams, use_cache=False)
     chunked = compute_targets(
-        lm, FACTS, 2, templates, dataclasses.replace(state.hparams, z_batch_facts=1)
+        lm,
+        FACTS,
+        2,
+        templates,
+        dataclasses.replace(state.hparams, z_batch_facts=1),
+        use_cache=False,
     )
     assert torch.allclose(whole.z, chunked.z, atol=1e-4, rtol=1e-4)
     assert float((whole.z - whole.z_orig).norm()) > 0
@@ -264,3 +269,41 @@ def test_projection_onto_the_norm_image_keeps_the_large_gain_coordinate():
     rescaled = rescaled / rescaled.pow(2).mean().sqrt()
     moved = lambda u_: float((gain * u_ - output)[0, 0].abs())  # noqa: E731
     assert moved(u) < 0.2 * moved(rescaled)
+
+
+def test_z_cache_resumes_an_interrupted_batch_and_never_serves_another_model(
+    tiny, memit_state, tmp_path, monkeypatch
+):
+    import factedit.methods.spread as spread
+
+    monkeypatch.setenv("FACTEDIT_HOME", str(tmp_path))
+    lm = tiny("llama")
+    state = memit_state(z_batch_facts=1)
+    templates = state.templates(lm)
+    real, calls = spread.optimise_values, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spread, "optimise_values", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compute_targets(lm, FACTS, 2, templates, state.hparams)
+    monkeypatch.setattr(spread, "optimise_values", real)
+    counted = []
+    monkeypatch.setattr(
+        spread, "optimise_values", lambda *a, **k: counted.append(1) or real(*a, **k)
+    )
+    resumed = compute_targets(lm, FACTS, 2, templates, state.hparams)
+    assert len(counted) == 2, "the first fact's z came from the cache"
+    fresh = compute_targets(lm, FACTS, 2, templates, state.hparams, use_cache=False)
+    assert torch.allclose(resumed.z, fresh.z, atol=1e-5)
+    with AppliedDeltas(lm.model) as applied:  # another model state: no hits
+        from factedit.testing import small_delta
+
+        applied.add(small_delta(lm, layer=1, scale=1e-2))
+        counted.clear()
+        compute_targets(lm, FACTS, 2, templates, state.hparams)
+        assert len(counted) == 3

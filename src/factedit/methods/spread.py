@@ -31,6 +31,7 @@ from factedit.methods.keys import compute_keys, residual_at_subject
 from factedit.methods.mlp_out import output_change, weight_space_residuals
 from factedit.methods.state import MethodState
 from factedit.methods.value import HookSite, ValueBatch, optimise_values
+from factedit.methods.zcache import ZCache
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
 
@@ -95,23 +96,38 @@ def compute_targets(
     layer: int,
     templates: Sequence[str],
     hp: MemitHParams,
+    *,
+    use_cache: bool = True,
 ) -> Targets:
     """z for each request at the output of decoder ``layer`` (the residual stream), optimised
     as ROME's v* (:func:`factedit.methods.value.optimise_values`) in chunks of
-    ``hp.z_batch_facts`` facts per forward pass; batched equals one at a time."""
+    ``hp.z_batch_facts`` facts per forward pass; batched equals one at a time. Each z is
+    kept on disk as soon as its chunk is done (:class:`~factedit.methods.zcache.ZCache`), so
+    an interrupted batch resumes where it stopped (``use_cache=False``: neither read nor
+    written)."""
     site = HookSite.residual(lm, layer)
-    z, z_orig, logs = [], [], []
+    cache = ZCache(lm, site, templates, hp) if use_cache else None
+    values = [cache.get(r) if cache else None for r in requests]
+    todo = [i for i, v in enumerate(values) if v is None]
     size = hp.z_batch_facts
     with progress() as bar:
-        task = bar.add_task(f"z at layer {layer}", total=len(requests))
-        for start in range(0, len(requests), size):
-            chunk = list(requests[start : start + size])
-            for value in optimise_values(lm, ValueBatch.build(lm, chunk, templates), site, hp):
-                z.append(value.v_star)
-                z_orig.append(value.v_orig)
-                logs.append(value.log)
-            bar.update(task, completed=start + len(chunk))
-    return Targets(torch.stack(z), torch.stack(z_orig), logs)
+        done = len(requests) - len(todo)
+        task = bar.add_task(f"z at layer {layer}", total=len(requests), completed=done)
+        for start in range(0, len(todo), size):
+            chunk = todo[start : start + size]
+            batch = ValueBatch.build(lm, [requests[i] for i in chunk], templates)
+            for i, value in zip(chunk, optimise_values(lm, batch, site, hp), strict=True):
+                if cache:
+                    cache.put(requests[i], value)
+                values[i] = value
+            bar.update(task, completed=done + start + len(chunk))
+    found = [v for v in values if v is not None]
+    assert len(found) == len(requests)
+    return Targets(
+        torch.stack([v.v_star for v in found]),
+        torch.stack([v.v_orig for v in found]),
+        [v.log for v in found],
+    )
 
 
 def spread_over_layers(
