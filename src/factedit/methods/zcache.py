@@ -30,6 +30,7 @@ from factedit.paths import atomic_file, cache_dir
 from factedit.spec import EditRequest
 from factedit.tokens import prompt_token_ids, target_token_ids
 
+#: Part of every key: bump it whenever the value optimisation changes what z it finds.
 FORMAT_VERSION = 1
 #: The fields of the value optimisation that change z (C and the layer window do not).
 _Z_FIELDS = (
