@@ -66,7 +66,11 @@ class EditSession:
         self.info = method_info(method)
         self.lm = lm
         self.method = self.info.name
-        hparams = {**self._recorded_hparams(lm), **(hparams or {})}
+        saved = self._saved_state(lm)
+        # the spec's hparams over the saved stream's (an edited copy keeps its settings) over
+        # the preset's recorded ones
+        inherited = saved[1].get("hparams", {}) if saved is not None else {}
+        hparams = {**self._recorded_hparams(lm), **inherited, **(hparams or {})}
         hp = self.info.hparams.from_overrides(hparams)
         #: None lets the statistics pick the corpus kind's default count (fewer tokens for a
         #: corpus sampled from the model); an explicit hparams.mom2_n_tokens always wins
@@ -75,7 +79,6 @@ class EditSession:
         self.state = MethodState(hp, corpus=corpus_used, n_tokens=n_tokens, seed=seed)
         self.seed = seed
         self.allow_large_updates = allow_large_updates
-        saved = self._saved_state(lm)
         if saved is not None and layers == "auto":
             layers = saved[1]["layers"]
         self.layers, self.layer_reason = resolve_layers(
@@ -180,6 +183,8 @@ class EditSession:
             return None
         meta = {**seq.meta(), "method": self.method, "layers": list(self.layers)}
         meta["base_identity"] = self.lm.base_identity
+        defaults = type(self.hparams)().to_dict()  # keep what differs: the stream's settings
+        meta["hparams"] = {k: v for k, v in self.hparams.to_dict().items() if v != defaults[k]}
         return seq.tensors(), meta
 
     def restore_state(self, saved: SavedState) -> None:

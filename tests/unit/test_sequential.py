@@ -115,8 +115,9 @@ def test_a_model_directory_with_a_saved_state_continues_it(alphaedit, tmp_path):
     save_deltas(tmp_path / PATCH_FILE, session.deltas, session.saved_state())
     lm = session.lm
     lm.source_dir = tmp_path  # as if loaded from the directory `edit apply --out` wrote
-    continued = EditSession(lm, method="alphaedit", layers="auto", hparams=FAST)
+    continued = EditSession(lm, method="alphaedit", layers="auto")
     assert continued.state.sequential.grams[1].dtype == torch.float64
+    assert continued.hparams.v_num_grad_steps == FAST["v_num_grad_steps"], "settings kept"
     assert continued.layers == (1, 2) and "continuing" in continued.layer_reason
     assert continued.state.sequential.n_edits == 2
     with pytest.raises(FactEditError, match="saved edit state is for alphaedit"):

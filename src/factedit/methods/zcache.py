@@ -58,6 +58,7 @@ class ZCache:
         }
         self.directory = cache_dir("z")
         self.tokenizer = lm.tokenizer
+        self.device = lm.device
 
     def _path(self, request: EditRequest) -> Path:
         key = {
@@ -73,14 +74,16 @@ class ZCache:
         return self.directory / f"{digest}.safetensors"
 
     def get(self, request: EditRequest) -> ValueResult | None:
-        """The cached z of ``request`` (None when absent or unreadable)."""
+        """The cached z of ``request`` on the model's device (None when absent or
+        unreadable)."""
         path = self._path(request)
         if not path.is_file():
             return None
         try:
             with safe_open(str(path), framework="pt") as fh:
                 log = json.loads((fh.metadata() or {})["log"])
-                return ValueResult(fh.get_tensor("v_star"), fh.get_tensor("v_orig"), log)
+                z, z_orig = (fh.get_tensor(k).to(self.device) for k in ("v_star", "v_orig"))
+                return ValueResult(z, z_orig, log)
         except (SafetensorError, KeyError, OSError, ValueError):
             return None
 
