@@ -15,7 +15,7 @@ For each fact (ROME, Meng et al. 2022, Eq. 4; MEMIT, Meng et al. 2023, Eq. 16):
 
 All facts share one forward pass per step; each δ is added only at its own rows, and each
 fact's loss depends on its own δ alone, so the batched result equals one fact at a time
-(Adam is element-wise; a finished fact's δ is held fixed).
+(Adam is element-wise; a finished fact's δ is held fixed and its rows leave the batch).
 """
 
 from __future__ import annotations
