@@ -41,6 +41,7 @@ from factedit.methods.zcache import ZCache
 from factedit.models import load_model
 from factedit.session import EditSession
 from factedit.spec import load_spec
+from json_out import emit
 
 DATA = Path(os.environ.get("FACTEDIT_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 
@@ -152,11 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
             {k: v for k, v in d.meta.items() if not isinstance(v, (list, dict))} for d in deltas
         ],
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return report
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from factedit.methods.state import MethodState
 from factedit.methods.value import HookSite, ValueBatch, optimise_values
 from factedit.models import load_model
 from factedit.spec import EditRequest
+from json_out import emit
 
 DATA = Path(os.environ.get("FACTEDIT_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 REACHED = 0.05
@@ -97,11 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": runs,
         "chosen_v_lr": chosen,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return report
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ layer, and ES / PS / NS before and after. JSON out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from factedit.methods.spread import compute_targets, spread_over_layers
 from factedit.models import load_model
 from factedit.session import EditSession
 from factedit.spec import load_spec
+from json_out import emit
 
 DATA = Path(os.environ.get("FACTEDIT_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 
@@ -98,11 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
         "unedited": {k: before[k] for k in ("es", "ps", "ns") if k in before},
         "edited": {k: after[k] for k in ("es", "ps", "ns") if k in after},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return report
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":
