@@ -8,6 +8,9 @@ norms of the edited matrices; at the end every edit is measured on the final mod
 both reports are drawn into OUT/curves.png and .svg, and a summary JSON is printed.
 
     python scripts/bench_sequential.py --facts 1000 --batch-size 100 --out docs/results/seq
+
+Each fact's z is cached on disk under the identity of the model it was optimised on (the
+deltas applied so far), so a rerun replays the earlier batches' z from the cache.
 """
 
 from __future__ import annotations
@@ -34,10 +37,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--records", type=Path, default=DATA / "counterfact-mass.json")
     parser.add_argument("--corpus", type=Path, default=DATA / "wikitext-2-raw-test.txt")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a method's report from OUT/METHOD.json where one is there (a run that "
+        "stopped after its first method resumes with the second)",
+    )
     return parser.parse_args(argv)
 
 
 def run_method(args: argparse.Namespace, method: str) -> dict:
+    done = args.out / f"{method}.json"
+    if args.reuse and done.is_file():
+        return json.loads(done.read_text())
     job = EvalJob(
         source=args.records,
         method=method,
@@ -52,7 +64,7 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
         stream_sample=args.sample,
     )
     report = run_eval(plan_eval(job)).report
-    write_json(args.out / f"{method}.json", report)
+    write_json(done, report)
     return report
 
 

@@ -18,15 +18,16 @@ import yaml
 
 from factedit import __version__
 from factedit.console import progress
-from factedit.delta import WeightDelta, save_deltas
+from factedit.delta import WeightDelta
 from factedit.edit_loop import EditStep, apply_in_order
 from factedit.errors import SpecError
 from factedit.evaluate import RequestMeasurement, generate_text, measure_request, request_metrics
+from factedit.evaluate.metrics import summarize
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
 from factedit.evaluate.verdict import Verdict, edit_verdict
 from factedit.models.loading import LoadedModel
-from factedit.paths import atomic_dir
-from factedit.session import PATCH_FILE, EditSession
+from factedit.patch.model_dir import write_model_dir
+from factedit.session import EditSession
 from factedit.spec import EditRequest, EditSpec
 from factedit.tokens import prompt_token_ids
 
@@ -112,6 +113,29 @@ class EditRun:
     @property
     def refused(self) -> list[EditRecord]:
         return [r for r in self.records if r.status == "refused"]
+
+    def evaluation_summary(self) -> dict[str, Any]:
+        """What a patch records of this run: mean metrics (×100) of the applied edits on the
+        unedited model and with the edits, the verdict totals and the fluency probe."""
+        applied = [r for r in self.records if r.status != "refused"]
+        verdicts = [r.verdict for r in applied]
+        totals = {
+            name: [
+                sum(getattr(v, name)[0] for v in verdicts),
+                sum(getattr(v, name)[1] for v in verdicts),
+            ]
+            for name in ("rewrite", "paraphrases", "neighbours_kept")
+        }
+        return {
+            "protocol": "factedit edit apply: teacher-forced probabilities of each edit's "
+            "prompts, before any edit and after all of them",
+            "edits": len(applied),
+            "refused": len(self.refused),
+            "before": summarize([request_metrics(r.before) for r in applied]),
+            "after": summarize([request_metrics(r.after) for r in applied]),
+            "verdict": totals,
+            "fluency_probe": None if self.fluency_probe is None else self.fluency_probe.to_dict(),
+        }
 
     def to_dict(self, lm: LoadedModel) -> dict[str, Any]:
         return {
@@ -203,25 +227,25 @@ def apply_spec(
 
 
 def save_edited_model(lm: LoadedModel, out: Path, run: EditRun, *, overwrite: bool) -> None:
-    """Write the edited model as a Hugging Face directory, atomically.
-
-    Contents: config + safetensors weights + tokenizer (loadable with
-    ``AutoModelForCausalLM.from_pretrained``), ``factedit-spec.yaml`` (the resolved spec) and
-    ``factedit-patch.safetensors`` (the low-rank deltas alone, KB-sized for ROME, with the
-    sequential state of AlphaEdit: a later ``edit apply`` on this directory continues it).
-    """
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        lm.model.save_pretrained(tmp, safe_serialization=True)
-        lm.tokenizer.save_pretrained(tmp)
-        resolved = run.spec.to_dict()
-        resolved["model"] = lm.name
-        resolved["layers"] = list(run.session.layers)
-        resolved["resolved"] = {
-            "identity": lm.base_identity,
-            "edited_identity": lm.identity,
-            "layer_reason": run.session.layer_reason,
-            "factedit": __version__,
-        }
-        (tmp / "factedit-spec.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        save_deltas(tmp / PATCH_FILE, run.deltas, run.session.saved_state())
-        (tmp / "factedit-report.json").write_text(json.dumps(run.to_dict(lm), indent=2))
+    """Write the edited model as a Hugging Face directory, atomically
+    (:func:`factedit.patch.model_dir.write_model_dir`), with ``factedit-spec.yaml`` (the
+    resolved spec) and ``factedit-report.json`` beside the patch of the run's edits."""
+    resolved = run.spec.to_dict()
+    resolved["model"] = lm.name
+    resolved["layers"] = list(run.session.layers)
+    resolved["resolved"] = {
+        "identity": lm.base_identity,
+        "edited_identity": lm.identity,
+        "layer_reason": run.session.layer_reason,
+        "factedit": __version__,
+    }
+    write_model_dir(
+        lm,
+        out,
+        run.session.patch(evaluation=run.evaluation_summary()),
+        {
+            "factedit-spec.yaml": yaml.safe_dump(resolved, sort_keys=False),
+            "factedit-report.json": json.dumps(run.to_dict(lm), indent=2),
+        },
+        overwrite=overwrite,
+    )

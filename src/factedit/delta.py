@@ -1,10 +1,11 @@
 """Low-rank weight deltas: computed by a method, applied and reverted exactly.
 
     delta = WeightDelta(param, left, right)        # ΔW = left @ right.T, weight orientation
-    applied = apply_deltas(model, [delta, ...])    # W += ΔW (computed in float32, cast once)
+    applied = apply_deltas(model, [delta, ...])    # W += ΔW (ΔW rounded once from float64)
     applied.revert()                               # every weight restored bit for bit
     with apply_deltas(model, deltas): ...          # same, reverted on exit
-    save_deltas(path, deltas); load_deltas(path)   # safetensors + JSON metadata
+
+Saving deltas with their provenance is :class:`factedit.patch.Patch`.
 
 Methods never mutate the model: they return deltas, and applying them is a separate,
 reversible step (the original weights are kept until ``revert``).
@@ -13,19 +14,14 @@ reversible step (the original weights are kept until ``revert``).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save
 from torch import nn
 
 from factedit.errors import NumericalError, RefusedEdit
-from factedit.paths import atomic_file
 
 
 @dataclass
@@ -46,8 +42,9 @@ class WeightDelta:
         return self.left.shape[1]
 
     def dense(self) -> torch.Tensor:
-        """The full update, [rows, cols] float32."""
-        return self.left.float() @ self.right.float().T
+        """The full update, [rows, cols] float32: the product is taken in float64 and rounded
+        once, so every device gives the same bits (a patch's recorded hashes hold anywhere)."""
+        return (self.left.double() @ self.right.double().T).float()
 
     def digest(self) -> str:
         """sha256 of the parameter name and both factors (float32 bytes), hex."""
@@ -172,57 +169,10 @@ def apply_deltas(
     return applied
 
 
-#: A method's sequential state as saved beside deltas: tensors and JSON metadata.
-SavedState = tuple[dict[str, torch.Tensor], dict[str, Any]]
-
-
-def save_deltas(
-    path: str | Path, deltas: Sequence[WeightDelta], state: SavedState | None = None
-) -> None:
-    """Write deltas (factors only: KB-sized for ROME) as one safetensors file, atomically,
-    with a method's sequential ``state`` (tensors kept in their dtype) when given."""
-    tensors, meta = {}, []
-    for i, d in enumerate(deltas):
-        tensors[f"{i}.left"] = d.left.detach().float().contiguous().cpu()
-        tensors[f"{i}.right"] = d.right.detach().float().contiguous().cpu()
-        meta.append({"param": d.param, "meta": d.meta})
-    header = {"factedit.deltas": json.dumps(meta)}
-    if state is not None:
-        for name, tensor in state[0].items():
-            tensors[f"state.{name}"] = tensor.detach().contiguous().cpu()
-        header["factedit.state"] = json.dumps(state[1])
-    with atomic_file(path) as fh:
-        fh.write(save(tensors, metadata=header))
-
-
-def load_deltas(path: str | Path) -> list[WeightDelta]:
-    with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads(fh.metadata()["factedit.deltas"])
-    tensors = load_file(str(path))
-    return [
-        WeightDelta(m["param"], tensors[f"{i}.left"], tensors[f"{i}.right"], m["meta"])
-        for i, m in enumerate(meta)
-    ]
-
-
-def load_state(path: str | Path) -> SavedState | None:
-    """The sequential state saved with the deltas in ``path``, or None when it has none."""
-    with safe_open(str(path), framework="pt") as fh:
-        header = fh.metadata() or {}
-        if "factedit.state" not in header:
-            return None
-        names = [k for k in fh.keys() if k.startswith("state.")]  # noqa: SIM118 (not a dict)
-        tensors = {k.removeprefix("state."): fh.get_tensor(k) for k in names}
-    return tensors, json.loads(header["factedit.state"])
-
-
 __all__ = [
     "AppliedDeltas",
     "WeightDelta",
     "applied_digest",
     "apply_deltas",
     "compact_factors",
-    "load_deltas",
-    "load_state",
-    "save_deltas",
 ]

@@ -66,6 +66,11 @@ class RefusedEdit(NumericalError):
     """
 
 
+class PatchError(FactEditError):
+    """A patch file cannot be trusted or used here: unreadable, tampered with, made for another
+    model, or made on weights that have changed since; nothing was changed or written."""
+
+
 #: errno values that mean "no space": ENOSPC, and EDQUOT (quota exceeded) where defined.
 DISK_FULL_ERRNOS: frozenset[int] = frozenset(
     n for n in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if n is not None

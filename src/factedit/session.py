@@ -5,7 +5,7 @@ the deltas applied so far.
     deltas = session.compute([request])     # list[WeightDelta]; the model is not changed
     session.apply(deltas)                   # W += ΔW; session.deltas lists what is applied
     session.revert()                        # every weight back, bit for bit
-    session.save("patch.safetensors"); session.load("patch.safetensors")
+    session.save("edits.patch.safetensors")  # a factedit.patch.Patch; session.load(path)
 
 Sequential methods (AlphaEdit) keep the keys of every applied edit in ``session.state``;
 :meth:`EditSession.save` writes that state beside the deltas, :meth:`EditSession.load`
@@ -24,19 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from factedit.console import info
-from factedit.delta import (
-    AppliedDeltas,
-    SavedState,
-    WeightDelta,
-    apply_deltas,
-    load_deltas,
-    load_state,
-    save_deltas,
-)
-from factedit.errors import FactEditError, RefusedEdit
+from factedit.delta import AppliedDeltas, WeightDelta, apply_deltas
+from factedit.errors import FactEditError, PatchError, RefusedEdit
 from factedit.methods.registry import load_method, method_info
 from factedit.methods.state import MethodState, SequentialState
 from factedit.models.loading import LoadedModel
+from factedit.patch.core import PATCH_FILE, Patch, SavedState
 from factedit.spec import EditRequest
 from factedit.stats.choice import effective_corpus
 from factedit.trace.recommend import resolve_layers
@@ -44,8 +37,6 @@ from factedit.trace.recommend import resolve_layers
 #: An update with ‖ΔW‖/‖W‖ above this is refused unless explicitly allowed (the signature
 #: of a "disabling edit"; Gupta et al. 2024); see the README's "what can go wrong".
 LARGE_UPDATE_RATIO = 1.0
-#: The deltas (and sequential state) inside a model directory written by ``edit apply --out``.
-PATCH_FILE = "factedit-patch.safetensors"
 
 
 class EditSession:
@@ -90,6 +81,9 @@ class EditSession:
         self._check_layer_count()
         self._impl = load_method(self.method)
         self.applied = AppliedDeltas(lm.model)
+        #: the requests whose deltas are applied, in order (what a saved patch lists)
+        self.edits: list[EditRequest] = []
+        self._computed: tuple[list[str], list[EditRequest]] | None = None
 
     def _recorded_hparams(self, lm: LoadedModel) -> dict[str, Any]:
         """The preset's recorded hyper-parameters for the multi-layer methods (else none)."""
@@ -102,7 +96,10 @@ class EditSession:
         patch = lm.source_dir / PATCH_FILE if lm.source_dir is not None else None
         if patch is None or not patch.is_file():
             return None
-        saved = load_state(patch)
+        try:
+            saved = Patch.load(patch).state
+        except PatchError as exc:
+            raise FactEditError(f"{lm.source_dir} carries an unusable edit state: {exc}") from None
         if saved is None or saved[1].get("method") != self.method:
             return None
         info(f"{self.method}: {saved[1].get('n_edits', 0)} earlier edits' keys from {patch}")
@@ -139,6 +136,7 @@ class EditSession:
         subjects = ", ".join(f'"{r.subject}"' for r in requests)
         for delta in deltas:
             self._guard(delta, subjects)
+        self._computed = ([d.digest() for d in deltas], list(requests))
         return deltas
 
     def _guard(self, delta: WeightDelta, subjects: str) -> None:
@@ -163,6 +161,9 @@ class EditSession:
             raise
         self.applied.absorb(batch)
         self.state.commit(deltas)
+        computed, self._computed = self._computed, None
+        if computed is not None and computed[0] == [d.digest() for d in deltas]:
+            self.edits.extend(computed[1])
 
     def edit(self, requests: Sequence[EditRequest]) -> list[WeightDelta]:
         """Compute and apply: the model carries ``requests`` afterwards."""
@@ -175,6 +176,7 @@ class EditSession:
         keys (the sequential state is back to where the session started)."""
         self.applied.revert()
         self.state.reset_sequential()
+        self.edits.clear()
 
     def saved_state(self) -> SavedState | None:
         """The sequential state to save with the deltas (None when the method keeps none)."""
@@ -182,6 +184,7 @@ class EditSession:
         if not seq.grams:
             return None
         meta = {**seq.meta(), "method": self.method, "layers": list(self.layers)}
+        meta["n_edits_before"] = self.state.sequential_start.n_edits
         meta["base_identity"] = self.lm.base_identity
         defaults = type(self.hparams)().to_dict()  # keep what differs: the stream's settings
         meta["hparams"] = {k: v for k, v in self.hparams.to_dict().items() if v != defaults[k]}
@@ -198,15 +201,26 @@ class EditSession:
         self.state.sequential = SequentialState.from_saved(tensors, meta)
         self.state.mark_sequential_start()
 
-    def save(self, path: str | Path) -> None:
-        """Write the applied deltas (factors and metadata) and the sequential state, atomically."""
-        save_deltas(path, self.deltas, self.saved_state())
+    def patch(self, **options: Any) -> Patch:
+        """The applied deltas, their edits and the sequential state as a patch
+        (``options``: :meth:`factedit.patch.Patch.from_session`'s)."""
+        return Patch.from_session(self, **options)
+
+    def save(self, path: str | Path, **options: Any) -> Patch:
+        """Write :meth:`patch` to ``path``, atomically."""
+        patch = self.patch(**options)
+        patch.save(path)
+        return patch
 
     def load(self, path: str | Path) -> list[WeightDelta]:
-        """Read deltas saved by :meth:`save`, apply them, and continue their sequential state."""
-        deltas = load_deltas(path)
-        saved = load_state(path)
-        self.apply(deltas)
-        if saved is not None:
-            self.restore_state(saved)
-        return deltas
+        """Apply a patch saved by :meth:`save` (checked against this model first) and
+        continue its sequential state."""
+        patch = Patch.load(path)
+        problems = patch.problems(self.lm.model)
+        if problems:
+            raise PatchError(f"{path} does not fit this model: {problems[0]}")
+        self.apply(patch.deltas)
+        self.edits.extend(EditRequest(**entry) for entry in patch.info.get("edits", []))
+        if patch.state is not None:
+            self.restore_state(patch.state)
+        return patch.deltas

@@ -18,11 +18,12 @@ from typer.testing import CliRunner
 import factedit.methods.rome
 from factedit.cli import edit as edit_cli
 from factedit.cli.main import app
-from factedit.delta import AppliedDeltas, WeightDelta, load_deltas
+from factedit.delta import AppliedDeltas, WeightDelta
 from factedit.evaluate.probe import probe_entropy
 from factedit.methods.hparams import RomeHParams
 from factedit.methods.registry import method_info
 from factedit.methods.state import MethodState
+from factedit.patch import Patch
 from factedit.session import EditSession
 from factedit.testing import collapsing_delta, small_delta
 
@@ -66,7 +67,7 @@ def test_edit_apply_writes_model_json_and_patch(spec_file, tiny_llama, tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(out_dir)
     name = lm.arch.down_proj_weight_name(1)
     saved = reloaded.get_parameter(name).detach()
-    (patch,) = load_deltas(out_dir / "factedit-patch.safetensors")
+    (patch,) = Patch.load(out_dir / "factedit-patch.safetensors").deltas
     assert torch.allclose(saved, original + patch.dense(), atol=1e-6)
     assert not torch.equal(saved, original)
     assert (out_dir / "factedit-spec.yaml").is_file()
@@ -183,6 +184,7 @@ class _FixedSession(EditSession):
         self.info = method_info("rome")
         self.applied = AppliedDeltas(lm.model)
         self.allow_large_updates = False
+        self.edits, self._computed = [], None
         self._delta = delta
 
     def compute(self, requests):

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from factedit.cli.main import app
-from factedit.delta import load_state
+from factedit.patch import Patch
 
 SPEC = """
 model: tiny
@@ -55,7 +55,7 @@ def test_edit_apply_alphaedit_saves_its_state_and_the_next_run_continues_it(
     updates = data["edits"][0]["deltas"]
     assert [u["layer"] for u in updates] == [1, 2] and updates[0]["null_dim"] > 0
     assert data["edits"][1]["deltas"] == []
-    tensors, meta = load_state(first / "factedit-patch.safetensors")
+    tensors, meta = Patch.load(first / "factedit-patch.safetensors").state
     assert meta["n_edits"] == 2 and meta["method"] == "alphaedit"
     assert set(tensors) == {"gram.1", "gram.2"}
     second = tmp_path / "second"
@@ -63,8 +63,9 @@ def test_edit_apply_alphaedit_saves_its_state_and_the_next_run_continues_it(
         "edit", "apply", str(spec_file), *common, "--model", str(first), "--out", str(second)
     )
     assert "continuing the sequential state" in result.output
-    _, meta = load_state(second / "factedit-patch.safetensors")
-    assert meta["n_edits"] == 4
+    carried = Patch.load(second / "factedit-patch.safetensors")  # both runs over the base
+    assert carried.state[1]["n_edits"] == 4 and carried.state[1]["n_edits_before"] == 0
+    assert len(carried.deltas) == 4 and len(carried.info["edits"]) == 4
 
 
 def test_eval_sequential_batches_record_the_stream_and_plot_it(spec_file, tiny_llama, tmp_path):

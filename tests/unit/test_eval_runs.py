@@ -68,6 +68,7 @@ class RandomSession(EditSession):
         self.state = MethodState(RomeHParams())
         self.info = method_info("rome")
         self.applied = AppliedDeltas(lm.model)
+        self.edits, self._computed = [], None
         self.allow_large_updates = False
         self.scale = scale
         self.fail_on = set(fail_on)

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from factedit.delta import WeightDelta, apply_deltas, load_deltas, save_deltas
+from factedit.delta import WeightDelta, apply_deltas
 from factedit.errors import NumericalError
 from factedit.hooks import Trace
 from factedit.methods.hparams import RomeHParams
@@ -105,17 +105,11 @@ def test_update_uses_same_averaged_key_everywhere(editor_for):
     assert not torch.allclose(k, k_bare)
 
 
-def test_deltas_round_trip_and_nan_guard(tmp_path, tiny):
+def test_a_nan_delta_is_refused_before_anything_is_applied(tiny):
     lm = tiny("qwen2")
     name = lm.arch.down_proj_weight_name(1)
     rows, cols = lm.arch.down_proj_weight(1).shape
     delta = WeightDelta(name, torch.randn(rows, 1), torch.randn(cols, 1), {"layer": 1})
-    save_deltas(tmp_path / "patch.safetensors", [delta])
-    (back,) = load_deltas(tmp_path / "patch.safetensors")
-    assert back.param == name and back.meta == {"layer": 1}
-    assert torch.equal(back.dense(), delta.dense())
-    assert (tmp_path / "patch.safetensors").stat().st_size < 10_000  # factors only
-
     before = lm.arch.down_proj_weight(1).detach().clone()
     bad = WeightDelta(name, torch.full((rows, 1), float("nan")), torch.ones(cols, 1))
     with pytest.raises(NumericalError, match="NaN"):

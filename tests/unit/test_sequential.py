@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from factedit.delta import save_deltas
 from factedit.edit_loop import apply_in_order, batches
 from factedit.errors import FactEditError
 from factedit.evaluate.runner import EvalOptions, run_sequential
@@ -112,7 +111,7 @@ def test_sequential_state_survives_save_and_load(alphaedit, tmp_path):
 def test_a_model_directory_with_a_saved_state_continues_it(alphaedit, tmp_path):
     session = alphaedit()
     session.edit(FACTS[:2])
-    save_deltas(tmp_path / PATCH_FILE, session.deltas, session.saved_state())
+    session.save(tmp_path / PATCH_FILE)
     lm = session.lm
     lm.source_dir = tmp_path  # as if loaded from the directory `edit apply --out` wrote
     continued = EditSession(lm, method="alphaedit", layers="auto")

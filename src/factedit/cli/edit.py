@@ -33,9 +33,16 @@ from factedit.paths import atomic_write_text
 from factedit.spec import load_spec
 
 if TYPE_CHECKING:
-    from factedit.apply import EditRecord, apply_spec, check_prompt_lengths, save_edited_model
+    from factedit.apply import (
+        EditRecord,
+        EditRun,
+        apply_spec,
+        check_prompt_lengths,
+        save_edited_model,
+    )
     from factedit.evaluate.probe import report_probe
     from factedit.models.loading import LoadedModel
+    from factedit.patch.model_dir import model_bytes
     from factedit.report import method_variant
     from factedit.session import EditSession
     from factedit.spec import EditSpec
@@ -49,6 +56,7 @@ _heavy = LazyImports(
         "save_edited_model": "factedit.apply",
         "report_probe": "factedit.evaluate.probe",
         "method_variant": "factedit.report",
+        "model_bytes": "factedit.patch.model_dir",
         "EditSession": "factedit.session",
     },
 )
@@ -69,6 +77,16 @@ OutDirOpt = Annotated[
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing --out directory.")]
 JsonOpt = Annotated[
     Path | None, typer.Option("--json", help="Write the before/after numbers as JSON.")
+]
+PatchOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--patch", help="Write the edits as a patch file (deltas + provenance, KB for ROME)."
+    ),
+]
+KeepOriginalOpt = Annotated[
+    bool,
+    typer.Option(help="Store the edited weights' originals in the patch (bit-exact revert)."),
 ]
 AllowLargeUpdatesOpt = Annotated[
     bool, typer.Option(help="Apply updates whose norm looks like a disabling edit.")
@@ -100,6 +118,8 @@ def apply_command(
     out_dir: OutDirOpt = None,
     overwrite: OverwriteOpt = False,
     json_path: JsonOpt = None,
+    patch_path: PatchOpt = None,
+    keep_original: KeepOriginalOpt = False,
     allow_large_updates: AllowLargeUpdatesOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -135,14 +155,28 @@ def apply_command(
         out.print(f"wrote {json_path}")
     if run.refused:
         first = run.refused[0]
-        written = "" if out_dir is None else f"; {out_dir} was not written"
+        unwritten = [str(p) for p in (out_dir, patch_path) if p is not None]
+        verb = "was" if len(unwritten) == 1 else "were"
+        written = f"; {' and '.join(unwritten)} {verb} not written" if unwritten else ""
         raise fail(
             f"refused: {len(run.refused)} of {len(run.records)} edits were not applied{written} "
             f"(first: {first.reason})"
         )
+    if patch_path is not None:
+        write_patch(run, patch_path, keep_original=keep_original)
     if out_dir is not None:
         save_edited_model(lm, out_dir, run, overwrite=overwrite)
         out.print(f"wrote the edited model to {out_dir}")
+
+
+def write_patch(run: EditRun, path: Path, *, keep_original: bool) -> None:
+    """``--patch``: the run's deltas, edits and evaluation summary as a patch file."""
+    patch = run.session.patch(evaluation=run.evaluation_summary(), keep_original=keep_original)
+    size = patch.save(path)
+    weights = model_bytes(run.session.lm)
+    out.print(
+        f"wrote the patch to {path}: {size:,} bytes (the model's weights are {weights:,} bytes)"
+    )
 
 
 def open_session(

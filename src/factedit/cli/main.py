@@ -7,7 +7,9 @@ import typer
 from factedit import __version__
 from factedit.cli.edit import edit_app
 from factedit.cli.eval import eval_command, plot_command
+from factedit.cli.generate import generate_command
 from factedit.cli.models import models_app
+from factedit.cli.patch import patch_app
 from factedit.cli.stats import stats_app
 from factedit.cli.trace import trace_command
 
@@ -19,10 +21,12 @@ app = typer.Typer(
 )
 app.add_typer(edit_app, name="edit")
 app.add_typer(models_app, name="models")
+app.add_typer(patch_app, name="patch")
 app.add_typer(stats_app, name="stats")
 app.command("trace")(trace_command)
 app.command("eval")(eval_command)
 app.command("plot")(plot_command)
+app.command("generate")(generate_command)
 
 
 def _version(flag: bool) -> None:

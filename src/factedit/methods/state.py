@@ -138,6 +138,11 @@ class MethodState:
         """Remember the sequential state as it is now (a session's starting point)."""
         self._start = SequentialState(dict(self.sequential.grams), self.sequential.n_edits)
 
+    @property
+    def sequential_start(self) -> SequentialState:
+        """The sequential state the session started from."""
+        return self._start
+
     def reset_sequential(self) -> None:
         """Back to the state :meth:`mark_sequential_start` remembered (every edit reverted)."""
         self.sequential = SequentialState(dict(self._start.grams), self._start.n_edits)
