@@ -22,7 +22,13 @@ from rich.table import Table
 
 import factedit
 from factedit.evaluate.gate import Shortfall
-from factedit.evaluate.metrics import LABELS, METRIC_KEYS, view_for
+from factedit.evaluate.metrics import (
+    LABELS,
+    METRIC_KEYS,
+    PROTOCOL_LABELS,
+    metric_meta,
+    view_for,
+)
 from factedit.evaluate.runner import EditOutcome, EvalResult
 from factedit.models.loading import LoadedModel
 from factedit.paths import atomic_write_text
@@ -114,6 +120,7 @@ def build_report(
         "averaged_over": len(result.counted),
         "view": list(view_for(result.kind, edited)),
         "metrics": {"unedited": unedited, "edited": edited, "delta": _delta(unedited, edited)},
+        "metric_meta": metric_meta([k for k in METRIC_KEYS if k in edited or k in unedited]),
         "edits": [_edit_entry(o) for o in result.outcomes],
         "fluency_probe": None if result.fluency_probe is None else result.fluency_probe.to_dict(),
         "stream": result.stream,
@@ -139,14 +146,19 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 
 def metric_rows(
     unedited: Mapping[str, float], edited: Mapping[str, float], names: Sequence[str] | None = None
-) -> list[tuple[str, str, str, str]]:
-    """(label, unedited, edited, delta) strings per metric, in display order."""
+) -> list[tuple[str, str, str, str, str]]:
+    """(label, unedited, edited, delta, protocol) strings per metric, in display order,
+    grouped by protocol (in the order each protocol first appears)."""
     names = names or [k for k in METRIC_KEYS if k in edited or k in unedited]
+    order = list(dict.fromkeys(PROTOCOL_LABELS.get(k, "") for k in names))
+    names = sorted(names, key=lambda k: order.index(PROTOCOL_LABELS.get(k, "")))
     rows = []
     for key in names:
         before, after = unedited.get(key), edited.get(key)
         delta = None if before is None or after is None else after - before
-        rows.append((LABELS.get(key, key), _fmt(before), _fmt(after), _fmt(delta, signed=True)))
+        protocol = PROTOCOL_LABELS.get(key, "")
+        label = LABELS.get(key, key)
+        rows.append((label, _fmt(before), _fmt(after), _fmt(delta, signed=True), protocol))
     return rows
 
 
@@ -162,6 +174,7 @@ def metrics_table(
     table.add_column("metric")
     for column in ("unedited", "edited", "delta"):
         table.add_column(column, justify="right")
+    table.add_column("protocol", style="dim")
     for row in metric_rows(unedited, edited, names):
         table.add_row(*row)
     return table
@@ -247,7 +260,7 @@ def render_markdown(
     lines = [f"### factedit eval: {report_title(report)}", ""]
     metrics = report["metrics"]
     rows = metric_rows(metrics["unedited"], metrics["edited"], report["view"])
-    lines += _md_table(["metric", "unedited", "edited", "Δ"], rows, right_from=1)
+    lines += _md_table(["metric", "unedited", "edited", "Δ", "protocol"], rows, right_from=1)
     lines.append("")
     if thresholds:
         if shortfalls:

@@ -261,6 +261,16 @@ def test_cli_writes_json_and_markdown(cli, tmp_path):
     assert report["gate"]["passed"] is True
     assert len(report["edits"]) == 2
     assert {"es", "ps", "ns", "s", "ge"} <= set(report["metrics"]["edited"])
+    meta = report["metric_meta"]
+    assert set(meta) == set(report["metrics"]["edited"]) | set(report["metrics"]["unedited"])
+    assert (
+        meta["es"]["protocol"] == "probability"
+        and "mean per-token NLL" in (meta["es"]["protocol_rule"])
+    )
+    assert meta["efficacy"]["protocol"] == "token_accuracy"
+    assert meta["ge"]["protocol"] == "sampled_generation"
+    markdown = out_md.read_text()
+    assert "| ES | " in markdown and "| prob. comparison |" in markdown
     assert "Gate: passed" in out_md.read_text()
     assert "unedited" in result.output and "edited" in result.output
     assert not list(tmp_path.glob("**/.*.tmp"))

@@ -19,31 +19,134 @@ from factedit.evaluate.zsre import zsre_metrics
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """How a family of metrics is measured: a short ``label`` for tables, the full rule."""
+
+    key: str
+    label: str
+    rule: str
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.key: p
+    for p in (
+        Protocol(
+            "probability",
+            "prob. comparison",
+            "teacher-forced probability comparison (ROME/MEMIT, CounterFact): a prompt "
+            "passes when the mean per-token NLL of ' ' + target_new after it is below that of "
+            "target_true (neighbours: the expected answer's below target_new's); magnitudes "
+            "are mean differences of exp(-mean NLL)",
+        ),
+        Protocol(
+            "token_accuracy",
+            "token accuracy",
+            "teacher-forced top-1 token accuracy (ROME's zsRE, EasyEdit): the share of the "
+            "answer's tokens that are the arg-max prediction given the prompt and the answer "
+            "tokens before them, pooled over the prompts of a group",
+        ),
+        Protocol(
+            "sampled_generation",
+            "sampled generation",
+            "continuations of the generation prompts sampled with top-k (see settings): "
+            "n-gram entropy (ROME's GE) and whole-word mentions of the targets",
+        ),
+        Protocol("aggregate", "aggregate", "harmonic mean of ES, PS and NS"),
+    )
+}
+
+
+@dataclass(frozen=True)
 class Metric:
-    """A metric's lower-case key (JSON, ``--fail-under``), display label and meaning."""
+    """A metric's lower-case key (JSON, ``--fail-under``), display label, meaning and the
+    key of its :data:`PROTOCOLS` entry."""
 
     key: str
     label: str
     description: str
+    protocol: str
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("s", "S", "harmonic mean of ES, PS and NS"),
-    Metric("es", "ES", "efficacy score: % rewrite prompts where target_new beats target_true"),
-    Metric("ps", "PS", "paraphrase score: % paraphrases where target_new beats target_true"),
-    Metric("ns", "NS", "neighborhood score: % neighbors still preferring their true answer"),
-    Metric("em", "EM", "efficacy magnitude: mean P(new) - P(true) on rewrite prompts"),
-    Metric("pm", "PM", "paraphrase magnitude: mean P(new) - P(true) on paraphrases"),
-    Metric("nm", "NM", "neighborhood magnitude: mean P(true) - P(new) on neighbors"),
-    Metric("ge", "GE", "generation n-gram entropy (fluency), x 100"),
-    Metric("mention_new", "Gen→new", "% of sampled texts that mention target_new"),
-    Metric("mention_true", "Gen→true", "% of sampled texts that mention target_true"),
-    Metric("efficacy", "Efficacy", "top-1 token accuracy of target_new after the prompt"),
-    Metric("paraphrase", "Paraphrase", "top-1 token accuracy of target_new after paraphrases"),
-    Metric("specificity", "Specificity", "top-1 token accuracy of the neighbors' answers"),
+    Metric("s", "S", "harmonic mean of ES, PS and NS", "aggregate"),
+    Metric(
+        "es",
+        "ES",
+        "efficacy score: % rewrite prompts where target_new beats target_true",
+        "probability",
+    ),
+    Metric(
+        "ps",
+        "PS",
+        "paraphrase score: % paraphrases where target_new beats target_true",
+        "probability",
+    ),
+    Metric(
+        "ns",
+        "NS",
+        "neighborhood score: % neighbors still preferring their true answer",
+        "probability",
+    ),
+    Metric(
+        "em",
+        "EM",
+        "efficacy magnitude: mean P(new) - P(true) on rewrite prompts",
+        "probability",
+    ),
+    Metric("pm", "PM", "paraphrase magnitude: mean P(new) - P(true) on paraphrases", "probability"),
+    Metric("nm", "NM", "neighborhood magnitude: mean P(true) - P(new) on neighbors", "probability"),
+    Metric("ge", "GE", "generation n-gram entropy (fluency), x 100", "sampled_generation"),
+    Metric(
+        "mention_new",
+        "Gen→new",
+        "% of sampled texts that mention target_new",
+        "sampled_generation",
+    ),
+    Metric(
+        "mention_true",
+        "Gen→true",
+        "% of sampled texts that mention target_true",
+        "sampled_generation",
+    ),
+    Metric(
+        "efficacy",
+        "Efficacy",
+        "top-1 token accuracy of target_new after the prompt",
+        "token_accuracy",
+    ),
+    Metric(
+        "paraphrase",
+        "Paraphrase",
+        "top-1 token accuracy of target_new after paraphrases",
+        "token_accuracy",
+    ),
+    Metric(
+        "specificity",
+        "Specificity",
+        "top-1 token accuracy of the neighbors' answers",
+        "token_accuracy",
+    ),
 )
 METRIC_KEYS: tuple[str, ...] = tuple(m.key for m in METRICS)
 LABELS: dict[str, str] = {m.key: m.label for m in METRICS}
+#: metric key -> the short label of its protocol (the tables' protocol column)
+PROTOCOL_LABELS: dict[str, str] = {m.key: PROTOCOLS[m.protocol].label for m in METRICS}
+
+
+def metric_meta(keys: Sequence[str]) -> dict[str, dict[str, str]]:
+    """What a report says of each metric in ``keys``: label, meaning, protocol and its rule."""
+    by_key = {m.key: m for m in METRICS}
+    return {
+        k: {
+            "label": by_key[k].label,
+            "description": by_key[k].description,
+            "protocol": by_key[k].protocol,
+            "protocol_rule": PROTOCOLS[by_key[k].protocol].rule,
+        }
+        for k in keys
+        if k in by_key
+    }
+
 
 #: Metrics shown by default per source kind (the JSON always holds all of them).
 COUNTERFACT_VIEW: tuple[str, ...] = (
