@@ -106,14 +106,18 @@ def test_independent_run_restores_every_weight_and_measures_each_edit_alone(tiny
     assert editor.calls == 2 and not result.refused
     for outcome, req in zip(result.outcomes, EDITS, strict=True):
         assert outcome.metrics_unedited == request_metrics(
-            measure_request(lm, req, generation=True, seed=outcome.index, gen_length=16)
+            measure_request(
+                lm, req, generation=True, seed=outcome.index, gen_length=16, answer_tokens=12
+            )
         )
         with apply_deltas(lm.model, editor.compute([req])):
-            alone = measure_request(lm, req, generation=True, seed=outcome.index, gen_length=16)
+            alone = measure_request(
+                lm, req, generation=True, seed=outcome.index, gen_length=16, answer_tokens=12
+            )
         assert outcome.metrics_edited == request_metrics(alone)
         assert outcome.metrics_edited != outcome.metrics_unedited
         assert outcome.layers == (1,)
-    assert set(result.edited) >= {"es", "ps", "ns", "s", "ge", "em", "pm", "nm"}
+    assert set(result.edited) >= {"es", "ps", "ns", "s", "ge", "em", "pm", "nm", "gen_es"}
 
 
 def test_independent_run_detects_a_revert_that_is_not_exact(tiny, monkeypatch):
@@ -132,7 +136,7 @@ def test_sequential_run_accumulates_then_restores(tiny):
     _assert_bit_exact(lm, state)
     both = editor.compute(EDITS)
     with apply_deltas(lm.model, both):
-        final = [request_metrics(measure_request(lm, r)) for r in EDITS]
+        final = [request_metrics(measure_request(lm, r, answer_tokens=12)) for r in EDITS]
     assert [o.metrics_edited for o in result.outcomes] == final
     assert result.mode == "sequential"
 

@@ -40,6 +40,9 @@ METRIC_KEYS: tuple[str, ...] = (
     "em",
     "pm",
     "nm",
+    "gen_es",
+    "gen_ps",
+    "gen_ns",
     "ge",
     "mention_new",
     "mention_true",
@@ -47,6 +50,9 @@ METRIC_KEYS: tuple[str, ...] = (
     "paraphrase",
     "specificity",
 )
+
+#: factedit.evaluate.greedy.ANSWER_TOKENS
+ANSWER_TOKENS = 12
 
 
 def load_model(reference: str | None = None, **kwargs: Any) -> LoadedModel:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from factedit.cli.common import (
+    ANSWER_TOKENS,
     METRIC_KEYS,
     CorpusOpt,
     DeviceOpt,
@@ -100,6 +101,15 @@ GenerationOpt = Annotated[
     bool,
     typer.Option("--generation/--no-generation", help="Sample texts for GE and mentions."),
 ]
+AnswerTokensOpt = Annotated[
+    int,
+    typer.Option(
+        "--answer-tokens",
+        min=0,
+        help="Greedy tokens per prompt for the generation-based protocol (Gen-ES/PS/NS: does "
+        "the continuation state the answer?); 0 skips it.",
+    ),
+]
 BatchSizeOpt = Annotated[
     int | None,
     typer.Option(
@@ -146,6 +156,7 @@ def eval_command(
     per_edit: PerEditOpt = False,
     fail_under: FailUnderOpt = None,
     generation: GenerationOpt = True,
+    answer_tokens: AnswerTokensOpt = ANSWER_TOKENS,
     allow_large_updates: AllowLargeUpdatesOpt = False,
     batch_size: BatchSizeOpt = None,
     stream_sample: StreamSampleOpt = 100,
@@ -167,6 +178,7 @@ def eval_command(
         edited=edited,
         corpus=corpus or None,
         generation=generation,
+        answer_tokens=answer_tokens,
         allow_large_updates=allow_large_updates,
         thresholds=parse_thresholds(fail_under) if fail_under is not None else {},
         batch_size=batch_size,

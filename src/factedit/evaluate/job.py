@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from factedit.console import info, progress
 from factedit.errors import FactEditError
 from factedit.evaluate.gate import GateError, RefusedShortfall, Shortfall, check_gate
+from factedit.evaluate.greedy import ANSWER_TOKENS
 from factedit.evaluate.probe import report_probe
 from factedit.evaluate.runner import (
     EvalOptions,
@@ -55,6 +56,8 @@ class EvalJob:
     edited: Path | None = None
     corpus: list[str] | None = None
     generation: bool = True
+    #: greedy tokens per prompt for the generation-based protocol (0: not measured)
+    answer_tokens: int = ANSWER_TOKENS
     allow_large_updates: bool = False
     thresholds: dict[str, float] = field(default_factory=dict)
     #: edits per batch of a sequential run, with the stream curve measured after each
@@ -89,7 +92,7 @@ def plan_eval(job: EvalJob) -> EvalPlan:
         method_info(method)
     elif not job.edited.exists():
         raise FactEditError(f"--edited {job.edited}: no such file or directory")
-    _check_gate_metrics(job.thresholds, spec, job.generation)
+    _check_gate_metrics(job.thresholds, spec, job.generation, job.answer_tokens)
     if job.edited is not None:
         mode = "edited"
     elif job.independent is None:
@@ -108,8 +111,13 @@ def plan_eval(job: EvalJob) -> EvalPlan:
     return EvalPlan(job, spec, method, mode, layers, corpus)
 
 
-def _check_gate_metrics(thresholds: dict[str, float], spec: EditSpec, generation: bool) -> None:
+def _check_gate_metrics(
+    thresholds: dict[str, float], spec: EditSpec, generation: bool, answer_tokens: int
+) -> None:
     """Gated metrics that this run cannot produce are a usage error, before any model loads."""
+    greedy = [m for m in thresholds if m.startswith("gen_")]
+    if greedy and answer_tokens <= 0:
+        raise GateError(f"--fail-under {', '.join(greedy)} needs --answer-tokens above 0")
     if not generation:
         missing = [m for m in thresholds if m in _GENERATION_METRICS]
         if missing:
@@ -153,7 +161,10 @@ def _session(plan: EvalPlan, lm: LoadedModel) -> EditSession:
 def _execute(
     plan: EvalPlan, lm: LoadedModel, edited_lm: LoadedModel | None, session: EditSession | None
 ) -> EvalResult:
-    spec, options = plan.spec, EvalOptions(generation=plan.job.generation, seed=plan.spec.seed)
+    spec, job = plan.spec, plan.job
+    options = EvalOptions(
+        generation=job.generation, seed=spec.seed, answer_tokens=job.answer_tokens
+    )
     with progress() as bar:
         task = bar.add_task("evaluating edits", total=len(spec.edits))
 

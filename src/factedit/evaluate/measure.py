@@ -5,8 +5,9 @@
 paraphrase and each neighborhood prompt, plus the expected answer of each neighborhood prompt
 when the request names explicit answers (zsRE ``loc_ans``, YAML ``answer``). With
 ``generation=True`` it also samples one text per generation prompt (top-k, seeded) for GE and
-the mention counts. Metrics are computed from the result by
-:func:`factedit.evaluate.metrics.request_metrics`.
+the mention counts; with ``answer_tokens`` > 0 it continues every scored prompt greedily
+(the generation-based protocol of :mod:`factedit.evaluate.greedy`). Metrics are computed
+from the result by :func:`factedit.evaluate.metrics.request_metrics`.
 
 Probabilities reported per prompt and target: ``nll`` (mean token NLL, the CounterFact score
 of Meng et al. 2022, §4.2, that metrics compare), ``prob = exp(-nll)`` (the per-token
@@ -45,6 +46,8 @@ class PromptMeasurement:
     true: TokenScores | None = None
     answer: TokenScores | None = None
     answer_text: str | None = None
+    #: the greedy continuation of the prompt (the generation-based protocol), if generated
+    continuation: str | None = None
 
     @property
     def expected(self) -> TokenScores | None:
@@ -57,7 +60,10 @@ class PromptMeasurement:
             targets["true"] = _scores_dict(self.true)
         if self.answer is not None:
             targets["answer"] = {"text": self.answer_text, **_scores_dict(self.answer)}
-        return {"group": self.group, "prompt": self.prompt, "targets": targets}
+        out = {"group": self.group, "prompt": self.prompt, "targets": targets}
+        if self.continuation is not None:
+            out["continuation"] = self.continuation
+        return out
 
 
 def _scores_dict(s: TokenScores) -> dict[str, Any]:
@@ -137,10 +143,13 @@ def measure_request(
     gen_length: int = GEN_LENGTH,
     top_k: int = GEN_TOP_K,
     batch_size: int | None = None,
+    answer_tokens: int = 0,
 ) -> RequestMeasurement:
-    """Score every prompt x target of ``request`` (batched); optionally sample texts.
+    """Score every prompt x target of ``request`` (batched); optionally sample texts, and
+    with ``answer_tokens`` > 0 continue every scored prompt greedily for that many tokens
+    (the generation-based protocol, :mod:`factedit.evaluate.greedy`).
 
-    ``batch_size`` caps the prompts per forward pass, for scoring and sampling alike
+    ``batch_size`` caps the prompts per forward pass, for scoring and generation alike
     (default: as many as pay off; 1 gives the per-prompt loop used as a baseline).
     """
     tok = lm.tokenizer
@@ -160,6 +169,7 @@ def measure_request(
             keys.append((index, "answer"))
     scores = score_continuations(lm, items, batch_size=batch_size)
     found: dict[tuple[int, str], TokenScores] = dict(zip(keys, scores, strict=True))
+    said = _continuations(lm, [p for _, p, _ in rows], answer_tokens, batch_size)
     prompts = tuple(
         PromptMeasurement(
             group=group,
@@ -168,6 +178,7 @@ def measure_request(
             true=found.get((i, "true")),
             answer=found.get((i, "answer")),
             answer_text=answer,
+            continuation=said[i],
         )
         for i, (group, prompt, answer) in enumerate(rows)
     )
@@ -179,6 +190,21 @@ def measure_request(
         else ()
     )
     return RequestMeasurement(request.target_new, request.target_true, prompts, gens)
+
+
+def _continuations(
+    lm: LoadedModel, prompts: Sequence[str], n_tokens: int, batch_size: int | None
+) -> list[str | None]:
+    """The greedy continuation of each prompt (``n_tokens`` at most, stopping at EOS), in
+    batches of ``batch_size`` (default: all at once); Nones when ``n_tokens`` is 0."""
+    if n_tokens <= 0:
+        return [None] * len(prompts)
+    ids = [prompt_token_ids(lm.tokenizer, p) for p in prompts]
+    rows = batch_size or len(ids)
+    new: list[list[int]] = []
+    for start in range(0, len(ids), rows):
+        new += generate_ids(lm, ids[start : start + rows], max_new_tokens=n_tokens, greedy=True)
+    return [visible_text(lm.tokenizer, n) for n in new]
 
 
 def sample_generations(

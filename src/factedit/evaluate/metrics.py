@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from factedit.evaluate.counterfact import counterfact_metrics, harmonic_mean
+from factedit.evaluate.greedy import greedy_metrics
 from factedit.evaluate.measure import RequestMeasurement
 from factedit.evaluate.zsre import zsre_metrics
 
@@ -50,6 +51,15 @@ PROTOCOLS: dict[str, Protocol] = {
             "sampled generation",
             "continuations of the generation prompts sampled with top-k (see settings): "
             "n-gram entropy (ROME's GE) and whole-word mentions of the targets",
+        ),
+        Protocol(
+            "greedy_generation",
+            "greedy generation",
+            "generation-based (the Mirage of Model Editing): each prompt continued greedily "
+            "for a stated number of tokens (settings.answer_tokens); a prompt passes when the "
+            "continuation states the answer at its start: NFKC, case-folded, whitespace "
+            "collapsed, leading spaces and opening quotes or brackets dropped, then the "
+            "answer followed by a non-alphanumeric character or the end",
         ),
         Protocol("aggregate", "aggregate", "harmonic mean of ES, PS and NS"),
     )
@@ -95,6 +105,24 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric("pm", "PM", "paraphrase magnitude: mean P(new) - P(true) on paraphrases", "probability"),
     Metric("nm", "NM", "neighborhood magnitude: mean P(true) - P(new) on neighbors", "probability"),
+    Metric(
+        "gen_es",
+        "Gen-ES",
+        "% rewrite prompts whose greedy continuation states target_new",
+        "greedy_generation",
+    ),
+    Metric(
+        "gen_ps",
+        "Gen-PS",
+        "% paraphrases whose greedy continuation states target_new",
+        "greedy_generation",
+    ),
+    Metric(
+        "gen_ns",
+        "Gen-NS",
+        "% neighbors whose greedy continuation still states their true answer",
+        "greedy_generation",
+    ),
     Metric("ge", "GE", "generation n-gram entropy (fluency), x 100", "sampled_generation"),
     Metric(
         "mention_new",
@@ -150,9 +178,10 @@ def metric_meta(keys: Sequence[str]) -> dict[str, dict[str, str]]:
 
 #: Metrics shown by default per source kind (the JSON always holds all of them).
 COUNTERFACT_VIEW: tuple[str, ...] = (
-    "s", "es", "ps", "ns", "em", "pm", "nm", "ge", "mention_new", "mention_true",
+    "s", "es", "ps", "ns", "em", "pm", "nm", "efficacy", "paraphrase", "specificity",
+    "gen_es", "gen_ps", "gen_ns", "ge", "mention_new", "mention_true",
 )  # fmt: skip
-ZSRE_VIEW: tuple[str, ...] = ("efficacy", "paraphrase", "specificity")
+ZSRE_VIEW: tuple[str, ...] = ("efficacy", "paraphrase", "specificity", "gen_es", "gen_ps", "gen_ns")
 
 
 def generation_metrics(m: RequestMeasurement) -> dict[str, float]:
@@ -171,7 +200,12 @@ def generation_metrics(m: RequestMeasurement) -> dict[str, float]:
 
 def request_metrics(m: RequestMeasurement) -> dict[str, float]:
     """Every metric defined for one measurement, keyed by lower-case name, x 100."""
-    out = {**counterfact_metrics(m), **zsre_metrics(m), **generation_metrics(m)}
+    out = {
+        **counterfact_metrics(m),
+        **zsre_metrics(m),
+        **greedy_metrics(m),
+        **generation_metrics(m),
+    }
     return {k: out[k] for k in METRIC_KEYS if k in out}
 
 

@@ -26,6 +26,7 @@ import torch
 
 from factedit.delta import WeightDelta
 from factedit.edit_loop import OrderedRun, apply_in_order, compute_step
+from factedit.evaluate.greedy import ANSWER_TOKENS
 from factedit.evaluate.measure import RequestMeasurement, measure_request
 from factedit.evaluate.metrics import request_metrics, summarize
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
@@ -40,16 +41,19 @@ MODES: tuple[str, ...] = ("independent", "sequential", "edited")
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """How to measure: sampling for GE (``generation``), its seed, length and top-k."""
+    """How to measure: sampling for GE (``generation``), its seed, length and top-k, and the
+    greedy continuation length of the generation-based protocol (``answer_tokens``, 0: off)."""
 
     generation: bool = True
     seed: int = 0
     gen_length: int = 100
     top_k: int = 5
     batch_size: int | None = None
+    answer_tokens: int = ANSWER_TOKENS
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "answer_tokens": self.answer_tokens,
             "generation": self.generation,
             "seed": self.seed,
             "gen_length": self.gen_length,
@@ -134,6 +138,7 @@ def _measure(
         gen_length=options.gen_length,
         top_k=options.top_k,
         batch_size=options.batch_size,
+        answer_tokens=options.answer_tokens,
     )
 
 
