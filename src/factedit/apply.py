@@ -10,6 +10,7 @@ every edit is measured on the unedited model and again on the model carrying all
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,14 +119,6 @@ class EditRun:
         """What a patch records of this run: mean metrics (×100) of the applied edits on the
         unedited model and with the edits, the verdict totals and the fluency probe."""
         applied = [r for r in self.records if r.status != "refused"]
-        verdicts = [r.verdict for r in applied]
-        totals = {
-            name: [
-                sum(getattr(v, name)[0] for v in verdicts),
-                sum(getattr(v, name)[1] for v in verdicts),
-            ]
-            for name in ("rewrite", "paraphrases", "neighbours_kept")
-        }
         return {
             "protocol": "factedit edit apply: teacher-forced probabilities of each edit's "
             "prompts, before any edit and after all of them",
@@ -133,7 +126,7 @@ class EditRun:
             "refused": len(self.refused),
             "before": summarize([request_metrics(r.before) for r in applied]),
             "after": summarize([request_metrics(r.after) for r in applied]),
-            "verdict": totals,
+            "verdict": verdict_totals(self.records),
             "fluency_probe": None if self.fluency_probe is None else self.fluency_probe.to_dict(),
         }
 
@@ -155,6 +148,19 @@ class EditRun:
             "edits": [r.to_dict() for r in self.records],
             "fluency_probe": None if self.fluency_probe is None else self.fluency_probe.to_dict(),
         }
+
+
+def verdict_totals(records: Sequence[EditRecord]) -> dict[str, list[int]]:
+    """[passed, of] per verdict group (rewrite, paraphrases, neighbours_kept), summed over the
+    records that were applied."""
+    verdicts = [r.verdict for r in records if r.status != "refused"]
+    return {
+        name: [
+            sum(getattr(v, name)[0] for v in verdicts),
+            sum(getattr(v, name)[1] for v in verdicts),
+        ]
+        for name in ("rewrite", "paraphrases", "neighbours_kept")
+    }
 
 
 #: Tokens kept free after the longest prompt: the target, and the context-template prefix that

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         apply_spec,
         check_prompt_lengths,
         save_edited_model,
+        verdict_totals,
     )
     from factedit.evaluate.probe import report_probe
     from factedit.models.loading import LoadedModel
@@ -54,6 +55,7 @@ _heavy = LazyImports(
         "apply_spec": "factedit.apply",
         "check_prompt_lengths": "factedit.apply",
         "save_edited_model": "factedit.apply",
+        "verdict_totals": "factedit.apply",
         "report_probe": "factedit.evaluate.probe",
         "method_variant": "factedit.report",
         "model_bytes": "factedit.patch.model_dir",
@@ -235,17 +237,9 @@ def render_verdicts(records: Sequence[EditRecord]) -> None:
 
 def _render_totals(records: Sequence[EditRecord]) -> None:
     """Passed / total over every edit, per group (many edits at once)."""
-    applied = [r for r in records if r.status != "refused"]
-    totals = {"rewrite": [0, 0], "paraphrases": [0, 0], "neighbours kept": [0, 0]}
-    for record in applied:
-        verdict = record.verdict
-        for name, (done, of) in zip(
-            totals, (verdict.rewrite, verdict.paraphrases, verdict.neighbours_kept), strict=True
-        ):
-            totals[name][0] += done
-            totals[name][1] += of
-    parts = [f"{name} {done}/{of}" for name, (done, of) in totals.items() if of]
-    refused = len(records) - len(applied)
+    totals = verdict_totals(records)
+    parts = [f"{name.replace('_', ' ')} {done}/{of}" for name, (done, of) in totals.items() if of]
+    refused = sum(r.status == "refused" for r in records)
     out.print(
         f"  {len(records)} edits: " + ", ".join(parts) + (f"; refused {refused}" if refused else "")
     )
