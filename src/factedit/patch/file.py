@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from factedit.errors import PatchError
+from factedit.patch.fingerprint import tensor_bytes
 from factedit.paths import atomic_file
 
 #: The header key of the checksum.
@@ -33,9 +34,9 @@ def checksum(tensors: Mapping[str, torch.Tensor], header: Mapping[str, str]) -> 
     entries other than the checksum itself (sorted by key), hex."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        flat = tensors[name].detach().contiguous().cpu().reshape(-1)
-        h.update(f"{name}|{flat.dtype}|{tuple(tensors[name].shape)}|".encode())
-        h.update(flat.view(torch.uint8).numpy().tobytes())
+        tensor = tensors[name]
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(tensor_bytes(tensor))
     for key in sorted(k for k in header if k != CHECKSUM_KEY):
         h.update(f"{key}={header[key]}\0".encode())
     return h.hexdigest()

@@ -46,11 +46,15 @@ CONFIG_FIELDS = (
 )
 
 
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The raw bytes of a tensor of any dtype on any device (row-major)."""
+    return tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def tensor_sha256(tensor: torch.Tensor) -> str:
     """sha256 of a tensor's dtype, shape and raw bytes (any dtype, any device), hex."""
-    flat = tensor.detach().contiguous().cpu().reshape(-1)
-    h = hashlib.sha256(f"{flat.dtype}{tuple(tensor.shape)}".encode())
-    h.update(flat.view(torch.uint8).numpy().tobytes())
+    h = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    h.update(tensor_bytes(tensor))
     return h.hexdigest()
 
 
