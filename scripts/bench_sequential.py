@@ -1,7 +1,9 @@
 """Sequential editing: N facts in batches, plain MEMIT against AlphaEdit, with the curves.
 
 For each method, ``factedit eval RECORDS --limit N --sequential --batch-size B --method M
---no-generation --json OUT/M.json`` (the same library call): after every batch the stream
+--no-generation --answer-tokens 0 --json OUT/M.json`` (the same library call; the curves
+are teacher-forced, and greedy answers for all N edits on the final model would cost more
+than the edits on this CPU): after every batch the stream
 curve records efficacy / paraphrase / neighbourhood over all edits so far (a fixed random
 sample of ``--sample`` once there are more), the fluency probe's generation entropy and the
 norms of the edited matrices; at the end every edit is measured on the final model. Then
@@ -59,6 +61,7 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
         independent=False,
         corpus=[str(args.corpus)],
         generation=False,
+        answer_tokens=0,
         allow_large_updates=True,
         batch_size=args.batch_size,
         stream_sample=args.sample,
@@ -76,6 +79,8 @@ def summary(report: dict) -> dict:
         "unedited": report["metrics"]["unedited"],
         "entropy_before": points[0]["entropy"],
         "entropy_after": points[-1]["entropy"],
+        "heldout_perplexity": report.get("heldout_perplexity"),
+        "curve_perplexity": [p.get("perplexity") for p in points],
         "curve_efficacy": [p["efficacy"] for p in points],
         "seconds": report["timing"]["total_s"],
     }

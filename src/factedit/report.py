@@ -84,6 +84,7 @@ def _edit_entry(outcome: EditOutcome) -> dict[str, Any]:
         "reason": outcome.reason,
         "error": outcome.reason if outcome.status == "refused" else None,
         "timing": {"edit_s": outcome.edit_seconds, "measure_s": outcome.measure_seconds},
+        "perplexity": outcome.perplexity,
         "metrics": {"unedited": before, "edited": after, "delta": _delta(before, after)},
         "measurements": {
             "unedited": outcome.unedited.to_dict(),
@@ -124,6 +125,7 @@ def build_report(
         "edits": [_edit_entry(o) for o in result.outcomes],
         "fluency_probe": None if result.fluency_probe is None else result.fluency_probe.to_dict(),
         "stream": result.stream,
+        "heldout_perplexity": result.heldout,
         "updates": result.updates,
     }
 
@@ -162,20 +164,35 @@ def metric_rows(
     return rows
 
 
+def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """:func:`metric_rows` of the report's view, then the held-out perplexity where measured
+    (lower is better; the edited value is the mean over the edited model states)."""
+    metrics = report["metrics"]
+    rows = metric_rows(metrics["unedited"], metrics["edited"], report["view"])
+    heldout = report.get("heldout_perplexity") or {}
+    before, after = heldout.get("unedited"), heldout.get("edited")
+    if before is not None and after is not None:
+        protocol = f"held-out text, {heldout['rows'] * heldout['seq_len']} tokens (lower: better)"
+        rows.append(("perplexity", _fmt(before), _fmt(after), _fmt(after - before, True), protocol))
+    return rows
+
+
 def metrics_table(
     unedited: Mapping[str, float],
     edited: Mapping[str, float],
     names: Sequence[str] | None = None,
     *,
     title: str | None = None,
+    rows: Sequence[tuple[str, str, str, str, str]] | None = None,
 ) -> Table:
-    """A rich table: metric, unedited, edited, delta (used by eval and ``edit apply``)."""
+    """A rich table: metric, unedited, edited, delta (used by eval and ``edit apply``);
+    ``rows`` replaces the rows :func:`metric_rows` would give."""
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for column in ("unedited", "edited", "delta"):
         table.add_column(column, justify="right")
     table.add_column("protocol", style="dim")
-    for row in metric_rows(unedited, edited, names):
+    for row in rows if rows is not None else metric_rows(unedited, edited, names):
         table.add_row(*row)
     return table
 
@@ -216,7 +233,7 @@ def per_edit_table(report: Mapping[str, Any]) -> Table:
 def summary_table(report: Mapping[str, Any]) -> Table:
     """The run's aggregate table (print :func:`report_title` above it)."""
     metrics = report["metrics"]
-    return metrics_table(metrics["unedited"], metrics["edited"], report["view"])
+    return metrics_table(metrics["unedited"], metrics["edited"], rows=summary_rows(report))
 
 
 def report_title(report: Mapping[str, Any]) -> str:
@@ -258,8 +275,7 @@ def render_markdown(
     """Markdown for a pull-request comment: summary table, gate verdict, optional per edit."""
     settings, timing = report["settings"], report["timing"]
     lines = [f"### factedit eval: {report_title(report)}", ""]
-    metrics = report["metrics"]
-    rows = metric_rows(metrics["unedited"], metrics["edited"], report["view"])
+    rows = summary_rows(report)
     lines += _md_table(["metric", "unedited", "edited", "Δ", "protocol"], rows, right_from=1)
     lines.append("")
     if thresholds:

@@ -118,9 +118,11 @@ def test_spec_and_models_packages_are_torch_free(tmp_path):
 def test_copied_constants_agree_with_their_sources():
     from factedit.evaluate.greedy import ANSWER_TOKENS
     from factedit.evaluate.metrics import METRIC_KEYS
+    from factedit.evaluate.perplexity import HELDOUT_TOKENS
 
     assert common.METRIC_KEYS == METRIC_KEYS
     assert common.ANSWER_TOKENS == ANSWER_TOKENS
+    assert common.HELDOUT_TOKENS == HELDOUT_TOKENS
 
 
 def test_models_package_names_are_imported_on_first_use():

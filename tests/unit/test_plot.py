@@ -44,6 +44,7 @@ def point(
         "paraphrase": para,
         "neighborhood": extra.get("neighborhood", 70.0),
         "entropy": extra.get("entropy", 600.0),
+        "perplexity": extra.get("perplexity", 28.0),
         "norms": [
             {"param": f"model.layers.{i}.mlp.down_proj.weight", "delta_norm": d, "weight_norm": w}
             for i, (d, w) in enumerate(norms)
@@ -70,7 +71,7 @@ def memit() -> dict[str, Any]:
         [
             point(0, 24.0, 26.5, [(0.0, 30.0), (0.0, 40.0)]),
             point(100, 97.0, 80.0, [(3.0, 30.0), (2.0, 40.0)], entropy=590.5),
-            point(200, 91.0, 71.0, [(3.0, 30.0), (8.0, 40.0)], neighborhood=60.0),
+            point(200, 91.0, 71.0, [(3.0, 30.0), (8.0, 40.0)], neighborhood=60.0, perplexity=31.5),
         ],
     )
 
@@ -97,6 +98,7 @@ def test_series_values(memit: dict[str, Any]) -> None:
     assert series["paraphrase"][1] == [26.5, 80.0, 71.0]
     assert series["neighborhood"][1] == [70.0, 70.0, 60.0]
     assert series["entropy"][1] == [600.0, 590.5, 600.0]
+    assert series["perplexity"][1] == [28.0, 28.0, 31.5]
     # the largest ratio over the matrices: 3/30 = 0.1 beats 2/40; then 8/40 = 0.2 beats 3/30
     ratios = series["norm_ratio"][1]
     assert ratios == pytest.approx([0.0, 0.1, 0.2])
@@ -145,7 +147,8 @@ def test_figure_has_one_panel_per_measured_metric(
         p["paraphrase"] = None
     fig = stream_figure([memit, alphaedit])
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == [METRICS[m] for m in ("efficacy", "neighborhood", "entropy", "norm_ratio")]
+    measured = ("efficacy", "neighborhood", "entropy", "perplexity", "norm_ratio")
+    assert titles == [METRICS[m] for m in measured]
     lines = fig.axes[0].get_lines()
     assert [line.get_label() for line in lines] == ["memit", "alphaedit"]
     assert list(lines[0].get_xdata()) == [0, 100, 200]

@@ -53,6 +53,8 @@ METRIC_KEYS: tuple[str, ...] = (
 
 #: factedit.evaluate.greedy.ANSWER_TOKENS
 ANSWER_TOKENS = 12
+#: factedit.evaluate.perplexity.HELDOUT_TOKENS
+HELDOUT_TOKENS = 2048
 
 
 def load_model(reference: str | None = None, **kwargs: Any) -> LoadedModel:

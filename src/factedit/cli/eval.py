@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from factedit.cli.common import (
     ANSWER_TOKENS,
+    HELDOUT_TOKENS,
     METRIC_KEYS,
     CorpusOpt,
     DeviceOpt,
@@ -110,6 +111,15 @@ AnswerTokensOpt = Annotated[
         "the continuation state the answer?); 0 skips it.",
     ),
 ]
+HeldoutTokensOpt = Annotated[
+    int,
+    typer.Option(
+        "--heldout-tokens",
+        min=0,
+        help="Tokens of held-out corpus text (the slice after the tokens C is collected on) "
+        "whose perplexity is measured unedited and after each edit (or batch); 0 skips it.",
+    ),
+]
 BatchSizeOpt = Annotated[
     int | None,
     typer.Option(
@@ -157,6 +167,7 @@ def eval_command(
     fail_under: FailUnderOpt = None,
     generation: GenerationOpt = True,
     answer_tokens: AnswerTokensOpt = ANSWER_TOKENS,
+    heldout_tokens: HeldoutTokensOpt = HELDOUT_TOKENS,
     allow_large_updates: AllowLargeUpdatesOpt = False,
     batch_size: BatchSizeOpt = None,
     stream_sample: StreamSampleOpt = 100,
@@ -179,6 +190,7 @@ def eval_command(
         corpus=corpus or None,
         generation=generation,
         answer_tokens=answer_tokens,
+        heldout_tokens=heldout_tokens,
         allow_large_updates=allow_large_updates,
         thresholds=parse_thresholds(fail_under) if fail_under is not None else {},
         batch_size=batch_size,

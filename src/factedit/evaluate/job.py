@@ -18,6 +18,7 @@ from factedit.console import info, progress
 from factedit.errors import FactEditError
 from factedit.evaluate.gate import GateError, RefusedShortfall, Shortfall, check_gate
 from factedit.evaluate.greedy import ANSWER_TOKENS
+from factedit.evaluate.perplexity import HELDOUT_TOKENS, HeldOut, heldout_text
 from factedit.evaluate.probe import report_probe
 from factedit.evaluate.runner import (
     EvalOptions,
@@ -30,7 +31,9 @@ from factedit.methods.registry import method_info
 from factedit.models.loading import LoadedModel, load_for_spec
 from factedit.report import build_report
 from factedit.spec import EditSpec, load_spec
-from factedit.stats.choice import CorpusChoice, check_corpus
+from factedit.stats.choice import CorpusChoice, check_corpus, default_n_tokens
+from factedit.stats.corpus import stream_tokens_used
+from factedit.stats.moment import SEQ_LEN as C_SEQ_LEN
 
 if TYPE_CHECKING:
     from factedit.session import EditSession
@@ -58,6 +61,8 @@ class EvalJob:
     generation: bool = True
     #: greedy tokens per prompt for the generation-based protocol (0: not measured)
     answer_tokens: int = ANSWER_TOKENS
+    #: tokens of held-out text whose perplexity is measured before and after (0: not measured)
+    heldout_tokens: int = HELDOUT_TOKENS
     allow_large_updates: bool = False
     thresholds: dict[str, float] = field(default_factory=dict)
     #: edits per batch of a sequential run, with the stream curve measured after each
@@ -163,7 +168,10 @@ def _execute(
 ) -> EvalResult:
     spec, job = plan.spec, plan.job
     options = EvalOptions(
-        generation=job.generation, seed=spec.seed, answer_tokens=job.answer_tokens
+        generation=job.generation,
+        seed=spec.seed,
+        answer_tokens=job.answer_tokens,
+        heldout=_heldout(plan, lm, session),
     )
     with progress() as bar:
         task = bar.add_task("evaluating edits", total=len(spec.edits))
@@ -185,6 +193,25 @@ def _execute(
             stream_sample=plan.job.stream_sample,
             **common,
         )
+
+
+def _heldout(plan: EvalPlan, lm: LoadedModel, session: EditSession | None) -> HeldOut | None:
+    """The held-out slice of the statistics corpus (after the tokens C is collected on), or
+    None (with an info line) when there is none: no edits here, ``heldout_tokens`` 0, a
+    corpus sampled from the model, or one too short."""
+    choice, n = plan.corpus, plan.job.heldout_tokens
+    if session is None or choice is None or n <= 0:
+        return None
+    paths = [p for p in choice.paths if p.is_file()]
+    if choice.kind == "model" or not paths:
+        info("held-out perplexity: not measured (no corpus file to hold text out of)")
+        return None
+    c_tokens = session.state.n_tokens or default_n_tokens(choice)
+    skip = stream_tokens_used(lm.tokenizer, c_tokens, min(C_SEQ_LEN, lm.max_length))
+    heldout = heldout_text(lm.tokenizer, paths, skip, n)
+    if heldout is None:
+        info(f"held-out perplexity: not measured (the corpus has under {skip + n} tokens)")
+    return heldout
 
 
 def run_eval(plan: EvalPlan) -> EvalOutcome:

@@ -5,10 +5,10 @@
 
 ``factedit eval --sequential --batch-size N`` records a point of a curve after every batch of
 edits in the report's ``stream`` key (see docs/eval-json-schema.md). Each panel is one metric
-(efficacy, paraphrase, neighborhood, generation entropy and the largest ‖ΔW‖/‖W‖ over the
-edited matrices) against the number of edits so far, with one line per report labelled by its
-method (and its model when the reports' models differ). A metric that no report measured gets
-no panel.
+(efficacy, paraphrase, neighborhood, generation entropy, held-out perplexity and the
+largest ‖ΔW‖/‖W‖ over the edited matrices) against the number of edits so far, with one line
+per report labelled by its method (and its model when the reports' models differ). A metric
+that no report measured gets no panel.
 
 matplotlib is imported inside the functions that draw, so importing this module (and starting
 the CLI) stays fast; figures are drawn on the Agg canvas and never reach a display.
@@ -34,10 +34,11 @@ METRICS: dict[str, str] = {
     "paraphrase": "paraphrase (%)",
     "neighborhood": "neighborhood (%)",
     "entropy": "generation entropy (×100)",
+    "perplexity": "held-out perplexity",
     "norm_ratio": "‖ΔW‖ / ‖W‖ (largest matrix)",
 }
 #: Metrics read straight from each point; ``norm_ratio`` is derived from ``norms``.
-POINT_METRICS = ("efficacy", "paraphrase", "neighborhood", "entropy")
+POINT_METRICS = ("efficacy", "paraphrase", "neighborhood", "entropy", "perplexity")
 NEEDS = "it needs a report written by `factedit eval --sequential --batch-size N`"
 _RC = {"text.parse_math": False, "svg.fonttype": "none", "font.size": 9}
 _SUFFIXES = (".png", ".svg")

@@ -29,6 +29,7 @@ from factedit.edit_loop import OrderedRun, apply_in_order, compute_step
 from factedit.evaluate.greedy import ANSWER_TOKENS
 from factedit.evaluate.measure import RequestMeasurement, measure_request
 from factedit.evaluate.metrics import request_metrics, summarize
+from factedit.evaluate.perplexity import HeldOut, perplexity
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
 from factedit.evaluate.stream import StreamRecorder
 from factedit.evaluate.zsre import prepare_zsre
@@ -42,7 +43,9 @@ MODES: tuple[str, ...] = ("independent", "sequential", "edited")
 @dataclass(frozen=True)
 class EvalOptions:
     """How to measure: sampling for GE (``generation``), its seed, length and top-k, and the
-    greedy continuation length of the generation-based protocol (``answer_tokens``, 0: off)."""
+    greedy continuation length of the generation-based protocol (``answer_tokens``, 0: off),
+    and the held-out text whose perplexity is measured before and after (``heldout``, None:
+    not measured; :mod:`factedit.evaluate.perplexity`)."""
 
     generation: bool = True
     seed: int = 0
@@ -50,10 +53,12 @@ class EvalOptions:
     top_k: int = 5
     batch_size: int | None = None
     answer_tokens: int = ANSWER_TOKENS
+    heldout: HeldOut | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "answer_tokens": self.answer_tokens,
+            "heldout": None if self.heldout is None else self.heldout.to_dict(),
             "generation": self.generation,
             "seed": self.seed,
             "gen_length": self.gen_length,
@@ -80,6 +85,8 @@ class EditOutcome:
     measure_seconds: float = 0.0
     status: str = "applied"
     reason: str | None = None
+    #: held-out perplexity with this edit applied (independent runs measuring it)
+    perplexity: float | None = None
 
     @property
     def metrics_unedited(self) -> dict[str, float]:
@@ -105,6 +112,8 @@ class EvalResult:
     stream: dict[str, Any] | None = None
     #: a sequential run's applied updates: each delta's metadata (layer, norms, λ, ...)
     updates: list[dict[str, Any]] = field(default_factory=list)
+    #: held-out perplexity unedited and edited (:func:`heldout_summary`); None: not measured
+    heldout: dict[str, Any] | None = None
 
     @property
     def counted(self) -> list[EditOutcome]:
@@ -180,6 +189,7 @@ def run_independent(
     """Each edit on the unedited model: measure, compute, apply, measure, revert, check."""
     options = options or EvalOptions()
     start = time.perf_counter()
+    ppl_before = _perplexity(lm, options)
     outcomes = []
     for index, request in enumerate(prepare_requests(requests, kind)):
         t0 = time.perf_counter()
@@ -193,6 +203,8 @@ def run_independent(
             session.apply(step.deltas)
             try:
                 outcome.edited = _measure(lm, request, index, options)
+                if options.heldout is not None:
+                    outcome.perplexity = perplexity(lm, options.heldout.ids)
             finally:
                 session.revert()
             _check_restored(lm, snapshot)
@@ -202,7 +214,31 @@ def run_independent(
         if on_edit:
             on_edit(index)
     seconds = time.perf_counter() - start
-    return EvalResult("independent", kind, outcomes, options, seconds, _timing(outcomes, seconds))
+    result = EvalResult("independent", kind, outcomes, options, seconds, _timing(outcomes, seconds))
+    edited = [o.perplexity for o in outcomes if o.perplexity is not None]
+    result.heldout = heldout_summary(options, ppl_before, edited)
+    return result
+
+
+def _perplexity(lm: LoadedModel, options: EvalOptions) -> float | None:
+    return None if options.heldout is None else perplexity(lm, options.heldout.ids)
+
+
+def heldout_summary(
+    options: EvalOptions, unedited: float | None, edited: Sequence[float]
+) -> dict[str, Any] | None:
+    """The report's ``heldout_perplexity``: unedited, edited (the mean over the model states
+    measured: one per edit in an independent run, the final model in a sequential one), the
+    worst, and the slice it was measured on."""
+    if options.heldout is None or unedited is None:
+        return None
+    return {
+        **options.heldout.to_dict(),
+        "unedited": unedited,
+        "edited": sum(edited) / len(edited) if edited else None,
+        "edited_max": max(edited) if edited else None,
+        "states_measured": len(edited),
+    }
 
 
 def run_sequential(
@@ -230,13 +266,17 @@ def run_sequential(
     requests = prepare_requests(requests, kind)
     start = time.perf_counter()
     probe_before = probe_entropy(lm) if probe else None
+    ppl_before = _perplexity(lm, options)
+    ppl_after: list[float] = []
     # the weights the methods write: the down-projections of the session's layers
     names = [lm.arch.down_proj_weight_name(layer) for layer in session.layers]
     snapshot = {n: lm.model.get_parameter(n).detach().clone() for n in names}
     fluency: FluencyProbe | None = None
     recorder = None
     if batch_size is not None:
-        recorder = StreamRecorder(lm, session, requests, batch_size, stream_sample, options.seed)
+        recorder = StreamRecorder(
+            lm, session, requests, batch_size, stream_sample, options.seed, options.heldout
+        )
     try:
         if recorder is not None:
             recorder.record(0, 0, 0.0)  # the unedited model
@@ -250,6 +290,8 @@ def run_sequential(
         )
         if probe_before is not None:
             fluency = FluencyProbe(probe_before, probe_entropy(lm))
+        if options.heldout is not None:
+            ppl_after.append(perplexity(lm, options.heldout.ids))
         updates = [dict(d.meta) for d in session.deltas]
     finally:
         session.revert()
@@ -258,8 +300,9 @@ def run_sequential(
     seconds = time.perf_counter() - start
     timing = _timing(outcomes, seconds)
     stream = None if recorder is None else recorder.to_dict()
+    heldout = heldout_summary(options, ppl_before, ppl_after)
     return EvalResult(
-        "sequential", kind, outcomes, options, seconds, timing, fluency, stream, updates
+        "sequential", kind, outcomes, options, seconds, timing, fluency, stream, updates, heldout
     )
 
 

@@ -9,7 +9,8 @@ and paraphrase scores over *all* edits so far — or over a fixed random sample 
 ``sample_size`` of them once there are more (:func:`sample_indices`: the same sample order
 for every point, so a later point's sample includes an earlier one's where it can) — the
 neighbourhood score on the same edits, the generation entropy of fixed generic prompts
-(:func:`factedit.evaluate.probe.probe_entropy`), and ‖ΔW‖ and ‖W‖ of every edited matrix.
+(:func:`factedit.evaluate.probe.probe_entropy`), the held-out perplexity when the run
+measures it (:mod:`factedit.evaluate.perplexity`), and ‖ΔW‖ and ‖W‖ of every edited matrix.
 The point before any edit measures the sample of all requests on the unedited model.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from factedit.evaluate.measure import measure_request
 from factedit.evaluate.metrics import request_metrics, summarize
+from factedit.evaluate.perplexity import HeldOut, perplexity
 from factedit.evaluate.probe import probe_entropy
 from factedit.models.loading import LoadedModel
 from factedit.session import EditSession
@@ -55,6 +57,8 @@ class StreamPoint:
     paraphrase: float | None
     neighborhood: float | None
     entropy: float
+    #: held-out perplexity (:mod:`factedit.evaluate.perplexity`); None: not measured
+    perplexity: float | None
     norms: list[dict[str, Any]]
     seconds: float
     measured: int
@@ -70,6 +74,7 @@ class StreamRecorder:
     batch_size: int
     sample_size: int = 100
     seed: int = 0
+    heldout: HeldOut | None = None
     points: list[StreamPoint] = field(default_factory=list)
 
     def record(self, edits: int, batches: int, seconds: float) -> StreamPoint:
@@ -88,6 +93,7 @@ class StreamRecorder:
             batches,
             **curve,
             entropy=probe_entropy(self.lm),
+            perplexity=None if self.heldout is None else perplexity(self.lm, self.heldout.ids),
             norms=self._norms(),
             seconds=seconds,
             measured=len(picked),
@@ -122,7 +128,8 @@ class StreamRecorder:
                     "point at 0 edits measures that sample of all requests, unedited"
                 ),
                 "protocol": "teacher-forced probability comparison (ES/PS/NS), "
-                "entropy: GE x 100 of greedy continuations of fixed generic prompts",
+                "entropy: GE x 100 of greedy continuations of fixed generic prompts; "
+                "perplexity: exp(mean NLL) of the held-out slice",
             },
             "points": [asdict(p) for p in self.points],
         }

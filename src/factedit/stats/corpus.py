@@ -231,3 +231,9 @@ def token_sequences(
         first = torch.full((n_seq, 1), tokenizer.bos_token_id, dtype=torch.long)
         rows = torch.cat([first, rows], dim=1)
     return rows
+
+
+def stream_tokens_used(tokenizer: PreTrainedTokenizerBase, n_tokens: int, seq_len: int) -> int:
+    """How many stream tokens :func:`token_sequences` takes for ``n_tokens`` at ``seq_len``
+    (the held-out text of :mod:`factedit.evaluate.perplexity` starts after them)."""
+    return -(-n_tokens // seq_len) * (seq_len - int(adds_bos(tokenizer)))

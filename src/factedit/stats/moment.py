@@ -51,6 +51,9 @@ __all__ = [
     "stats_key",
 ]
 
+#: tokens per corpus row of the statistics (capped at the model's context length)
+SEQ_LEN = 256
+
 
 def stats_key(
     lm: LoadedModel, layer: int, corpus: Sequence[Path], n_tokens: int, seq_len: int, dtype: str
@@ -91,7 +94,7 @@ def moments_and_counts(
     corpus: Sequence[str | Path] | None = None,
     n_tokens: int | None = None,
     dtype: str = "float32",
-    seq_len: int = 256,
+    seq_len: int = SEQ_LEN,
     batch_size: int = 8,
     show_progress: bool = True,
     use_cache: bool = True,
