@@ -1,8 +1,8 @@
 """Benchmark the evaluator: batched scoring / generation vs per-prompt loops, and edits/minute.
 
     PYTHONPATH=src python scripts/bench_eval.py [--model gemma-3-270m] [--records 4]
-        [--gen-records 1] [--edits 2] [--repeats 3] [--layer N] [--threads N] [--out FILE]
-        [--skip-full]
+        [--gen-records 1] [--greedy-records 4] [--edits 2] [--repeats 3] [--layer N]
+        [--threads N] [--out FILE] [--skip-full]
 
 On CounterFact records (../shared/data/counterfact-dev.json), all in one run:
 
@@ -12,6 +12,9 @@ On CounterFact records (../shared/data/counterfact-dev.json), all in one run:
   Reports pairs/s and the largest |Δ log-prob| between the two.
 - ``generation``: the record's generation prompts sampled to 100 tokens (top-k 5, KV cache) in
   one batch vs one prompt at a time. Reports prompts/s and new tokens/s.
+- ``greedy_answers``: the generation-based protocol's greedy continuations (12 tokens) of
+  every scored prompt of a record (rewrite, paraphrases, neighbours) in one batch with the KV
+  cache vs one prompt at a time. Reports prompts/s and the share of identical continuations.
 - ``full_eval``: a full CounterFact evaluation of ``--edits`` records (ROME edit at the
   preset's layer, then every metric incl. GE before and after) with the batched evaluator vs
   the per-prompt baseline (naive scoring loop + one-prompt generation). The edit is computed
@@ -107,6 +110,32 @@ def bench_generation(lm, requests, repeats: int) -> dict:
     }
 
 
+def bench_greedy(lm, requests, repeats: int) -> dict:
+    from factedit.evaluate.greedy import ANSWER_TOKENS
+    from factedit.evaluate.measure import greedy_continuations
+
+    groups = [[r.rewrite_prompt, *r.paraphrases, *r.neighborhood] for r in requests]
+    prompts = sum(len(g) for g in groups)
+
+    def run(batch_size):
+        return [greedy_continuations(lm, g, ANSWER_TOKENS, batch_size) for g in groups]
+
+    fast, batched = _timed(lambda: run(None), repeats)
+    slow, alone = _timed(lambda: run(1), repeats)
+    pairs = [
+        (a, b) for bs, ls in zip(batched, alone, strict=True) for a, b in zip(bs, ls, strict=True)
+    ]
+    return {
+        "records": len(requests),
+        "prompts": prompts,
+        "answer_tokens": ANSWER_TOKENS,
+        "batched_prompts_per_s": prompts / fast,
+        "loop_prompts_per_s": prompts / slow,
+        "speedup": slow / fast,
+        "identical_share": sum(a == b for a, b in pairs) / len(pairs),
+    }
+
+
 def bench_full(lm, requests, layer: int) -> dict:
     import factedit.evaluate.measure as measure
     from factedit.delta import apply_deltas
@@ -166,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--records", type=int, default=4, help="records for the scoring bench")
     parser.add_argument("--gen-records", type=int, default=1, help="records for generation")
+    parser.add_argument("--greedy-records", type=int, default=4, help="records for greedy")
     parser.add_argument("--edits", type=int, default=2, help="records for the full evaluation")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layer", type=int, default=None, help="edit layer (default: preset)")
@@ -203,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"scoring": report["scoring"]}), file=sys.stderr)
     report["generation"] = bench_generation(lm, edits[: args.gen_records], args.repeats)
     print(json.dumps({"generation": report["generation"]}), file=sys.stderr)
+    report["greedy_answers"] = bench_greedy(lm, edits[: args.greedy_records], args.repeats)
+    print(json.dumps({"greedy_answers": report["greedy_answers"]}), file=sys.stderr)
     if not args.skip_full:
         layer = args.layer if args.layer is not None else (lm.default_layer or 0)
         report["full_eval"] = bench_full(lm, edits[: args.edits], layer)

@@ -63,7 +63,18 @@ __getattr__ = _heavy.getattr
 
 
 SourceArg = Annotated[
-    Path, typer.Argument(help="Edit spec (YAML/JSON), CounterFact JSON or zsRE JSON.")
+    Path,
+    typer.Argument(
+        help="Edit spec (YAML/JSON), CounterFact JSON or zsRE JSON, or a named benchmark: "
+        "counterfact, zsre or counterfact-mass (downloaded once, cached and checked)."
+    ),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="A local copy of the named benchmark (no download), e.g. on a machine offline.",
+    ),
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use N edits.")]
 OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Skip the first K edits.")]
@@ -172,8 +183,12 @@ def eval_command(
     batch_size: BatchSizeOpt = None,
     stream_sample: StreamSampleOpt = 100,
     plot: PlotOpt = None,
+    data: DataOpt = None,
 ) -> None:
     """Edit each fact, measure efficacy, generalisation, specificity and fluency, and report."""
+    from factedit.evaluate.benchmarks import resolve_source
+
+    source = resolve_source(source, data)
     _heavy.load()
     job = EvalJob(
         source=source,

@@ -169,7 +169,7 @@ def measure_request(
             keys.append((index, "answer"))
     scores = score_continuations(lm, items, batch_size=batch_size)
     found: dict[tuple[int, str], TokenScores] = dict(zip(keys, scores, strict=True))
-    said = _continuations(lm, [p for _, p, _ in rows], answer_tokens, batch_size)
+    said = greedy_continuations(lm, [p for _, p, _ in rows], answer_tokens, batch_size)
     prompts = tuple(
         PromptMeasurement(
             group=group,
@@ -192,7 +192,7 @@ def measure_request(
     return RequestMeasurement(request.target_new, request.target_true, prompts, gens)
 
 
-def _continuations(
+def greedy_continuations(
     lm: LoadedModel, prompts: Sequence[str], n_tokens: int, batch_size: int | None
 ) -> list[str | None]:
     """The greedy continuation of each prompt (``n_tokens`` at most, stopping at EOS), in
