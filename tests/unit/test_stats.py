@@ -494,8 +494,17 @@ def test_cli_collect_and_list(home, lm, corpus_path, tmp_path):
     assert "model.layers.2.mlp.down_proj" in result.stdout
     rows = list_cached()
     assert sorted(r["layer"] for r in rows) == [1, 2]
-    listed = runner.invoke(app, ["stats", "list"])
+    listed = runner.invoke(app, ["stats", "list"], env={"COLUMNS": "200"})
     assert listed.exit_code == 0 and "tiny-llama" in listed.stdout and "300" in listed.stdout
+    assert "synthetic-wikitext.txt" in listed.stdout  # the corpus
+    layer_1 = next(r for r in rows if r["layer"] == 1)
+    assert f"{layer_1['condition']:.3g}" in listed.stdout  # the conditioning
+    shown = runner.invoke(app, ["stats", "show", Path(layer_1["file"]).name[:10]])
+    assert shown.exit_code == 0, shown.output
+    assert "model.layers.1.mlp.down_proj" in shown.stdout and "condition" in shown.stdout
+    assert str(layer_1["eig_max"])[:6] in shown.stdout
+    unknown = runner.invoke(app, ["stats", "show", "zzzz"])
+    assert unknown.exit_code == 2 and "no cached statistic" in unknown.stderr
 
     bad = runner.invoke(app, [*args, "--layer", "1", "--dtype-stats", "float16"])
     assert bad.exit_code == 2 and "float32 or float64" in bad.stderr

@@ -86,6 +86,8 @@ def accumulate_layers(
     batch_size: int = 8,
     dtype: torch.dtype = torch.float32,
     keys_fn: LayerKeysFn = layer_keys,
+    rank: int = 0,
+    world: int = 1,
 ) -> Iterator[dict[int, Accumulator]]:
     """Add k kᵀ of ``sequences[next_seq:]`` for every layer, batch by batch; yield a new
     {layer: Accumulator} after each batch (never changed afterwards).
@@ -94,6 +96,11 @@ def accumulate_layers(
     ``count`` and ``next_seq``. Stops once ``n_tokens`` token vectors are summed; the last
     batch is truncated so that exactly the first ``n_tokens`` vectors (stream order) count.
     ``keys_fn`` computes a batch's keys {layer: [B*T, d_in]} in one forward pass.
+
+    With ``world`` > 1 ranks (:mod:`factedit.stats.distributed`) the batches go in rounds of
+    ``world``, rank ``rank`` taking the round's batch number ``rank``: each yield follows one
+    round, ``total`` holds only this rank's batches while ``count`` and ``next_seq`` are the
+    whole round's (the same on every rank).
     """
     layers = sorted(set(layers))
     if sorted(states) != layers:
@@ -106,22 +113,45 @@ def accumulate_layers(
     while count < n_tokens:
         if start >= len(sequences):
             raise RuntimeError(f"ran out of sequences at {count}/{n_tokens} tokens")
-        batch = sequences[start : start + batch_size]
-        keys = keys_fn(lm, layers, batch)
-        lengths = {min(k.shape[0], n_tokens - count) for k in keys.values()}
-        if len(lengths) != 1 or sorted(keys) != layers:
-            raise RuntimeError(f"keys for layers {sorted(keys)} of unequal lengths {lengths}")
-        [n_added] = lengths
-        updated = {}
-        for layer in layers:
-            k = keys[layer][:n_added].to(dtype)
-            with torch.no_grad():
-                moment = (k.T @ k).to(torch.float64)
-                previous = current[layer].total
-                total = moment if previous is None else previous + moment
-            updated[layer] = Accumulator(total, count + n_added, start + len(batch))
-        current, count, start = updated, count + n_added, start + len(batch)
+        mine, after = None, count
+        for i in range(world):  # the round: who takes which batch, and how many vectors count
+            if after >= n_tokens or start >= len(sequences):
+                break
+            batch = sequences[start : start + batch_size]
+            n_added = min(batch.numel(), n_tokens - after)
+            if i == rank:
+                mine = (batch, n_added)
+            after, start = after + n_added, start + len(batch)
+        totals = {layer: current[layer].total for layer in layers}
+        if mine is not None:
+            totals = _add_batch(lm, layers, *mine, totals, dtype, keys_fn)
+        current = {layer: Accumulator(totals[layer], after, start) for layer in layers}
+        count = after
         yield dict(current)
+
+
+def _add_batch(
+    lm: LoadedModel,
+    layers: Sequence[int],
+    batch: torch.Tensor,
+    n_added: int,
+    totals: Mapping[int, torch.Tensor | None],
+    dtype: torch.dtype,
+    keys_fn: LayerKeysFn,
+) -> dict[int, torch.Tensor]:
+    """``totals`` plus k kᵀ of the first ``n_added`` key vectors of ``batch`` [B, T]."""
+    keys = keys_fn(lm, layers, batch)
+    if sorted(keys) != list(layers) or {k.shape[0] for k in keys.values()} != {batch.numel()}:
+        shapes = {layer: tuple(k.shape) for layer, k in keys.items()}
+        raise RuntimeError(f"keys for layers {sorted(keys)} of unexpected shapes {shapes}")
+    out = {}
+    for layer in layers:
+        k = keys[layer][:n_added].to(dtype)
+        with torch.no_grad():
+            moment = (k.T @ k).to(torch.float64)
+        previous = totals[layer]
+        out[layer] = moment if previous is None else previous + moment
+    return out
 
 
 def accumulate(
