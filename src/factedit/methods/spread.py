@@ -34,6 +34,7 @@ from factedit.methods.value import HookSite, ValueBatch, optimise_values
 from factedit.methods.zcache import ZCache
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
+from factedit.stats.distributed import current_ranks, from_main, gathered
 
 
 class Solver(Protocol):
@@ -104,23 +105,33 @@ def compute_targets(
     ``hp.z_batch_facts`` facts per forward pass; batched equals one at a time. Each z is
     kept on disk as soon as its chunk is done (:class:`~factedit.methods.zcache.ZCache`), so
     an interrupted batch resumes where it stopped (``use_cache=False``: neither read nor
-    written)."""
+    written).
+
+    In a process group (torchrun; :mod:`factedit.stats.distributed`) the facts are
+    independent until the solve: rank 0's cache hits go to every rank, rank r optimises the
+    facts ``r, r + K, ...`` of the rest, and every rank ends with all of them.
+    """
+    ranks = current_ranks()
     site = HookSite.residual(lm, layer)
     cache = ZCache(lm, site, templates, hp) if use_cache else None
-    values = [cache.get(r) if cache else None for r in requests]
+    values = from_main([cache.get(r) if cache else None for r in requests], ranks)
     todo = [i for i, v in enumerate(values) if v is None]
+    mine = todo[ranks.rank :: ranks.world]
     size = hp.z_batch_facts
     with progress() as bar:
+        bar.disable = bar.disable or not ranks.main
         done = len(requests) - len(todo)
         task = bar.add_task(f"z at layer {layer}", total=len(requests), completed=done)
-        for start in range(0, len(todo), size):
-            chunk = todo[start : start + size]
+        for start in range(0, len(mine), size):
+            chunk = mine[start : start + size]
             batch = ValueBatch.build(lm, [requests[i] for i in chunk], templates)
             for i, value in zip(chunk, optimise_values(lm, batch, site, hp), strict=True):
                 if cache:
                     cache.put(requests[i], value)
                 values[i] = value
-            bar.update(task, completed=done + start + len(chunk))
+            bar.update(task, completed=done + (start + len(chunk)) * ranks.world)
+    for i, value in gathered({i: values[i] for i in mine}, ranks).items():
+        values[i] = value
     found = [v for v in values if v is not None]
     assert len(found) == len(requests)
     return Targets(

@@ -1,8 +1,12 @@
-"""Statistics on torch.distributed: the ranks share the corpus, rank 0 owns the cache.
+"""Work on torch.distributed: the ranks share the corpus (statistics) and the facts (z).
 
     torchrun --nproc-per-node 2 -m factedit stats collect --model M --layer 4 --corpus c.txt
 
-The corpus's batches are dealt out in rounds: in round j, rank r takes batch j·K + r of the
+MEMIT's z vectors are independent until the solve, so in a process group each rank optimises
+its share of the facts (:func:`factedit.methods.spread.compute_targets`) and :func:`gathered`
+gives every rank all of them; the keys and solves then run alike on every rank.
+
+For the statistics, the corpus's batches are dealt out in rounds: in round j, rank r takes batch j·K + r of the
 one-process order (K ranks). Each rank sums k kᵀ of its own batches in float64; the ranks'
 sums are combined by :func:`combined_total` (all-gathered, then added in rank order on every
 rank, so the order is fixed and every rank holds the same bits). After j whole rounds the
@@ -95,3 +99,15 @@ def from_main(value: Any, ranks: Ranks) -> Any:
     box = [value if ranks.main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gathered(mine: dict[Any, Any], ranks: Ranks) -> dict[Any, Any]:
+    """The union of every rank's ``mine`` (picklable values), on every rank; every rank
+    must call it. A group of one returns ``mine``."""
+    if not ranks.active:
+        return mine
+    import torch.distributed as dist
+
+    parts: list[dict[Any, Any] | None] = [None] * ranks.world
+    dist.all_gather_object(parts, mine)
+    return {key: value for part in parts if part for key, value in part.items()}

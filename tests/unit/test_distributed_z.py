@@ -1,0 +1,107 @@
+"""MEMIT's z optimisation sharded over 2 gloo processes gives the one-process deltas."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+from factedit.session import EditSession
+from factedit.stats import clear_memo
+from factedit.testing import tiny_model
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+HPARAMS = {"mom2_n_tokens": 1_500, "v_num_grad_steps": 8}
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    import torch
+    import torch.distributed as dist
+    from transformers import PreTrainedTokenizerFast
+    import factedit.methods.spread as spread
+    from factedit.session import EditSession
+    from factedit.testing import tiny_model
+    from test_memit import FACTS
+
+    optimised = []
+    real = spread.optimise_values
+
+    def counted(lm, batch, *args, **kwargs):
+        optimised.append(batch.n_facts)
+        return real(lm, batch, *args, **kwargs)
+
+    spread.optimise_values = counted
+
+    rank, rendezvous, tok_dir, corpus, out = sys.argv[1:6]
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method="file://" + rendezvous, rank=int(rank),
+                            world_size=2)
+    lm = tiny_model("llama", PreTrainedTokenizerFast.from_pretrained(tok_dir))
+    session = EditSession(lm, method="memit", layers=[1, 2], corpus=[corpus],
+                          hparams={hparams!r}, seed=0)
+    deltas = session.compute(FACTS)
+    torch.save({{d.param: d.dense() for d in deltas}}, out)
+    print(sum(optimised))
+    """
+).format(hparams=HPARAMS)
+
+
+def test_two_gloo_processes_share_the_z_facts_and_give_the_one_process_deltas(
+    tmp_path, bpe_tokenizer, corpus_path, monkeypatch
+):
+    home = tmp_path / "home"
+    script, tok_dir = tmp_path / "rank.py", tmp_path / "tokenizer"
+    script.write_text(WORKER)
+    bpe_tokenizer.save_pretrained(tok_dir)
+    env = {
+        **os.environ,
+        "FACTEDIT_HOME": str(home),
+        "FACTEDIT_QUIET": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(SRC), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    outs = [tmp_path / f"deltas-{rank}.pt" for rank in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                *(sys.executable, str(script), str(rank), str(tmp_path / "rendezvous")),
+                *(str(tok_dir), str(corpus_path), str(outs[rank])),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    optimised = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        optimised.append(int(stdout.split()[-1]))
+    assert optimised == [2, 1]  # facts 0 and 2 on rank 0, fact 1 on rank 1
+    assert len(list((home / "z").glob("*.safetensors"))) == 3  # each wrote its own z
+
+    from test_memit import FACTS
+
+    monkeypatch.setenv("FACTEDIT_HOME", str(tmp_path / "alone"))
+    clear_memo()
+    torch.set_num_threads(1)
+    lm = tiny_model("llama", bpe_tokenizer)
+    session = EditSession(
+        lm, method="memit", layers=[1, 2], corpus=[corpus_path], hparams=HPARAMS, seed=0
+    )
+    alone = {d.param: d.dense() for d in session.compute(FACTS)}
+    clear_memo()
+    ranks = [torch.load(out) for out in outs]
+    assert set(ranks[0]) == set(alone) == {f"model.layers.{i}.mlp.down_proj.weight" for i in (1, 2)}
+    for name, delta in alone.items():
+        assert float(delta.norm()) > 0
+        torch.testing.assert_close(ranks[0][name], ranks[1][name], rtol=0, atol=0)
+        torch.testing.assert_close(ranks[0][name], delta, rtol=1e-4, atol=1e-6)
