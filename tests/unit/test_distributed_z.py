@@ -105,3 +105,40 @@ def test_two_gloo_processes_share_the_z_facts_and_give_the_one_process_deltas(
         assert float(delta.norm()) > 0
         torch.testing.assert_close(ranks[0][name], ranks[1][name], rtol=0, atol=0)
         torch.testing.assert_close(ranks[0][name], delta, rtol=1e-4, atol=1e-6)
+
+
+def test_torchrun_edit_apply_shares_the_work_and_rank_0_alone_reports(tmp_path, tiny, corpus_path):
+    import json
+
+    import yaml
+    from test_memit import FACTS
+    from test_stats_distributed import _free_port
+
+    model_dir = tmp_path / "tiny-llama"
+    lm = tiny("llama")
+    lm.model.save_pretrained(model_dir)
+    lm.tokenizer.save_pretrained(model_dir)
+    spec = tmp_path / "facts.yaml"
+    edits = [{**f.to_dict(), "target_true": "Paris"} for f in FACTS]
+    spec.write_text(
+        yaml.safe_dump({"method": "memit", "layers": [1, 2], "hparams": HPARAMS, "edits": edits})
+    )
+    env = {
+        **os.environ,
+        "FACTEDIT_HOME": str(tmp_path / "home"),
+        "FACTEDIT_QUIET": "0",
+        "OMP_NUM_THREADS": "1",
+        "COLUMNS": "200",
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    report = tmp_path / "report.json"
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"),
+        *("--master-port", str(_free_port()), "-m", "factedit", "edit", "apply", str(spec)),
+        *("--model", str(model_dir), "--corpus", str(corpus_path), "--json", str(report)),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("verdict") == 1 and done.stdout.count("wrote") == 1
+    records = json.loads(report.read_text())["edits"]
+    assert len(records) == 3

@@ -128,9 +128,15 @@ def apply_command(
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Edit the model: compute the updates (ROME, or one batch for MEMIT / AlphaEdit /
-    EMMET), apply them, show before/after."""
+    EMMET), apply them, show before/after.
+
+    Under `torchrun --nproc-per-node K -m factedit edit apply ...` the K processes share the
+    statistics and MEMIT's z optimisation; rank 0 alone reports and writes."""
+    from factedit.stats.distributed import join_from_env
+
     _heavy.load()
     spec = load_spec(spec_path, limit=limit, offset=offset)
+    ranks = join_from_env(device)
     if out_dir is not None and out_dir.exists() and not overwrite:
         raise SpecError(f"--out {out_dir} already exists; pass --overwrite to replace it")
     announce_corpus(corpus, spec.hparams)
@@ -141,11 +147,14 @@ def apply_command(
     session = open_session(
         lm, spec, method, parse_layers(layers) or spec.layers, corpus, allow_large_updates
     )
-    out.print(
-        f"model [bold]{lm.name}[/bold] · {method_label(session)} · layer "
-        f"{', '.join(map(str, session.layers))} ({session.layer_reason})"
-    )
+    if ranks.main:
+        out.print(
+            f"model [bold]{lm.name}[/bold] · {method_label(session)} · layer "
+            f"{', '.join(map(str, session.layers))} ({session.layer_reason})"
+        )
     run = apply_spec(lm, spec, session)
+    if not ranks.main:
+        return  # every rank holds the same edits; rank 0 reports and writes them
     if len(run.records) <= SHOWN_EDITS:
         for index, record in enumerate(run.records):
             render_record(index, record)
