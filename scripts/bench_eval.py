@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from factedit.threads import choose_threads
+
+        choose_threads(args.threads)  # kept by load_model
 
     from factedit.models import load_model
     from factedit.spec import load_spec

@@ -61,7 +61,9 @@ def run_child(args: argparse.Namespace) -> dict:
     from factedit.stats.corpus import token_sequences
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from factedit.threads import choose_threads
+
+        choose_threads(args.threads)  # kept by load_model
     lm = load_model(args.child_model, device=args.device)
     layer = lm.default_layer if lm.default_layer is not None else lm.arch.num_layers // 2
     paths = resolve_corpus(args.corpus or [str(WIKITEXT)])

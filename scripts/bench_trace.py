@@ -54,7 +54,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from factedit.threads import choose_threads
+
+        choose_threads(args.threads)  # kept by load_model
 
     lm = load_model(args.model, device=args.device)
     located = locate_subject(lm.tokenizer, args.prompt, args.subject)

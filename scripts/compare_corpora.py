@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
     from factedit.trace.recommend import resolve_layers
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from factedit.threads import choose_threads
+
+        choose_threads(args.threads)  # kept by load_model
     spec = load_spec(args.records, limit=args.limit)
     lm = load_model(args.model, device=args.device)
     layer = resolve_layers(lm, spec.layers, spec.edits)[0][0]

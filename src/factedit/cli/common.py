@@ -73,7 +73,14 @@ ModelOpt = Annotated[
         "(default: the spec's model, else gemma-3-270m).",
     ),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="cpu, cuda, cuda:N or auto. On the CPU every core the process is given is used "
+        "(its CPU affinity); OMP_NUM_THREADS=N chooses.",
+    ),
+]
 DtypeOpt = Annotated[
     str, typer.Option("--dtype", help="Model dtype: float32, bfloat16 or float16.")
 ]

@@ -42,6 +42,7 @@ from factedit.models.presets import (
     sha256_file,
 )
 from factedit.paths import atomic_dir, atomic_write_text, cache_dir
+from factedit.threads import use_given_cores
 from factedit.tokens import prompt_token_ids, target_token_ids
 
 if TYPE_CHECKING:
@@ -149,6 +150,8 @@ def load_model(
         info(f"loading {ref} from the Hugging Face hub (network)")
     model, tokenizer = _load_hf(source, torch_dtype, trust_remote_code)
     model.to(torch_device)
+    if torch_device.type == "cpu":
+        use_given_cores()
     arch = resolve_architecture(model, architecture)
     exact, rounded = weight_fingerprints(model)
     recorded = preset_for_weights(rounded)

@@ -6,14 +6,15 @@ MEMIT's z vectors are independent until the solve, so in a process group each ra
 its share of the facts (:func:`factedit.methods.spread.compute_targets`) and :func:`gathered`
 gives every rank all of them; the keys and solves then run alike on every rank.
 
-For the statistics, the corpus's batches are dealt out in rounds: in round j, rank r takes batch j·K + r of the
-one-process order (K ranks). Each rank sums k kᵀ of its own batches in float64; the ranks'
-sums are combined by :func:`combined_total` (all-gathered, then added in rank order on every
-rank, so the order is fixed and every rank holds the same bits). After j whole rounds the
-combined sum covers exactly the first j·K batches, which is what a one-process checkpoint at
-that point holds, so checkpoints keep the one-process format (and a run resumes with any
-number of ranks). Only rank 0 takes the cache lock, reads the cache, writes the checkpoints
-and the entry, and prints; the others learn from it (:func:`from_main`) what to collect.
+For the statistics, the corpus's batches are dealt out in rounds: in round j, rank r takes
+batch j·K + r of the one-process order (K ranks). Each rank sums k kᵀ of its own batches in
+float64; the ranks' sums are combined by :func:`combined_total` (all-gathered, then added in
+rank order on every rank, so the order is fixed and every rank holds the same bits). After j
+whole rounds the combined sum covers exactly the first j·K batches, which is what a
+one-process checkpoint at that point holds, so checkpoints keep the one-process format (and a
+run resumes with any number of ranks). Only rank 0 takes the cache lock, reads the cache,
+writes the checkpoints and the entry, and prints; the others learn from it
+(:func:`from_main`) what to collect.
 
 The process group is the one torchrun describes (:func:`join_from_env`: ``WORLD_SIZE`` > 1 in
 the environment): gloo on the CPU, nccl on CUDA.
