@@ -211,6 +211,18 @@ def leftovers():
 
 
 @pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh FACTEDIT_HOME and an empty in-process memo of the statistics."""
+    from factedit.stats import clear_memo
+
+    path = tmp_path / "home"
+    monkeypatch.setenv("FACTEDIT_HOME", str(path))
+    clear_memo()
+    yield path
+    clear_memo()
+
+
+@pytest.fixture
 def one_thread():
     """One torch thread for tests of many tiny forward passes: on a shared 2-core box, extra
     threads only oversubscribe (up to 10x slower). Restored afterwards."""

@@ -18,3 +18,25 @@ def run_python(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done
+
+
+def run_ranks(
+    script: Path, argv: Sequence[Sequence[str]], *, env: Mapping[str, str], timeout: int = 600
+) -> list[tuple[int, str, str]]:
+    """``python SCRIPT ARGV[r]`` for every rank r at once (they meet in a process group);
+    (return code, stdout, stderr) of each, in rank order."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), *args],
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in argv
+    ]
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        results.append((proc.returncode, stdout, stderr))
+    return results

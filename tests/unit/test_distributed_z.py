@@ -13,6 +13,7 @@ import torch
 from factedit.session import EditSession
 from factedit.stats import clear_memo
 from factedit.testing import tiny_model
+from proc_helpers import run_ranks
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 HPARAMS = {"mom2_n_tokens": 1_500, "v_num_grad_steps": 8}
@@ -67,23 +68,13 @@ def test_two_gloo_processes_share_the_z_facts_and_give_the_one_process_deltas(
         ),
     }
     outs = [tmp_path / f"deltas-{rank}.pt" for rank in range(2)]
-    procs = [
-        subprocess.Popen(
-            [
-                *(sys.executable, str(script), str(rank), str(tmp_path / "rendezvous")),
-                *(str(tok_dir), str(corpus_path), str(outs[rank])),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    argv = [
+        [str(rank), str(tmp_path / "rendezvous"), str(tok_dir), str(corpus_path), str(outs[rank])]
         for rank in range(2)
     ]
     optimised = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=600)
-        assert proc.returncode == 0, stderr[-3000:]
+    for code, stdout, stderr in run_ranks(script, argv, env=env):
+        assert code == 0, stderr[-3000:]
         optimised.append(int(stdout.split()[-1]))
     assert optimised == [2, 1]  # facts 0 and 2 on rank 0, fact 1 on rank 1
     assert len(list((home / "z").glob("*.safetensors"))) == 3  # each wrote its own z

@@ -15,6 +15,7 @@ import torch
 
 from factedit.stats import clear_memo, list_cached, moments_and_counts
 from factedit.stats.collect import Accumulator, accumulate_layers
+from proc_helpers import run_ranks
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 N, SEQ, BATCH = 2000, 64, 2  # 32 sequences -> 16 batches of 2, the last one truncated
@@ -62,15 +63,6 @@ WORKER = textwrap.dedent(
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "home"
-    monkeypatch.setenv("FACTEDIT_HOME", str(path))
-    clear_memo()
-    yield path
-    clear_memo()
-
-
-@pytest.fixture
 def group(tmp_path, bpe_tokenizer, home, corpus_path):
     """run(stop_after=0) -> [(returncode, stdout JSON, C per layer or None)] of 2 gloo ranks."""
     script, tok_dir = tmp_path / "rank.py", tmp_path / "tokenizer"
@@ -88,25 +80,23 @@ def group(tmp_path, bpe_tokenizer, home, corpus_path):
         runs[0] += 1
         rendezvous = tmp_path / f"rendezvous-{runs[0]}"
         outs = [tmp_path / f"C-{runs[0]}-{rank}.pt" for rank in range(2)]
-        procs = [
-            subprocess.Popen(
-                [
-                    *(sys.executable, str(script), str(rank), "2", str(rendezvous)),
-                    *(str(tok_dir), str(corpus_path), str(stop_after), str(outs[rank])),
-                ],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+        argv = [
+            [
+                str(rank),
+                "2",
+                str(rendezvous),
+                str(tok_dir),
+                str(corpus_path),
+                str(stop_after),
+                str(outs[rank]),
+            ]
             for rank in range(2)
         ]
         results = []
-        for proc, out in zip(procs, outs, strict=True):
-            stdout, stderr = proc.communicate(timeout=300)
+        for (code, stdout, stderr), out in zip(run_ranks(script, argv, env=env), outs, strict=True):
             assert stdout.strip(), stderr[-3000:]
             found = torch.load(out) if out.exists() else None
-            results.append((proc.returncode, json.loads(stdout.strip().splitlines()[-1]), found))
+            results.append((code, json.loads(stdout.strip().splitlines()[-1]), found))
         return results
 
     return run

@@ -25,16 +25,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    """A fresh FACTEDIT_HOME and an empty in-process memo."""
-    path = tmp_path / "home"
-    monkeypatch.setenv("FACTEDIT_HOME", str(path))
-    clear_memo()
-    yield path
-    clear_memo()
-
-
-@pytest.fixture
 def lm(tiny):
     return tiny("llama", layers=6)
 
