@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -40,3 +41,20 @@ def run_ranks(
         stdout, stderr = proc.communicate(timeout=timeout)
         results.append((proc.returncode, stdout, stderr))
     return results
+
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def worker_env(home: Path, *paths: Path, **extra: str) -> dict[str, str]:
+    """The environment of a worker process: this one's, with ``FACTEDIT_HOME=home``,
+    ``FACTEDIT_QUIET=1`` (unless ``extra`` says otherwise) and the package source (then
+    ``paths``) first on ``PYTHONPATH``."""
+    python_path = [str(SRC), *map(str, paths), os.environ.get("PYTHONPATH", "")]
+    return {
+        **os.environ,
+        "FACTEDIT_HOME": str(home),
+        "FACTEDIT_QUIET": "1",
+        "PYTHONPATH": os.pathsep.join(python_path),
+        **extra,
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,9 +12,8 @@ import torch
 from factedit.session import EditSession
 from factedit.stats import clear_memo
 from factedit.testing import tiny_model
-from proc_helpers import run_ranks
+from proc_helpers import run_ranks, worker_env
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 HPARAMS = {"mom2_n_tokens": 1_500, "v_num_grad_steps": 8}
 
 WORKER = textwrap.dedent(
@@ -59,14 +57,7 @@ def test_two_gloo_processes_share_the_z_facts_and_give_the_one_process_deltas(
     script, tok_dir = tmp_path / "rank.py", tmp_path / "tokenizer"
     script.write_text(WORKER)
     bpe_tokenizer.save_pretrained(tok_dir)
-    env = {
-        **os.environ,
-        "FACTEDIT_HOME": str(home),
-        "FACTEDIT_QUIET": "1",
-        "PYTHONPATH": os.pathsep.join(
-            [str(SRC), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
+    env = worker_env(home, Path(__file__).parent)
     outs = [tmp_path / f"deltas-{rank}.pt" for rank in range(2)]
     argv = [
         [str(rank), str(tmp_path / "rendezvous"), str(tok_dir), str(corpus_path), str(outs[rank])]
@@ -114,14 +105,7 @@ def test_torchrun_edit_apply_shares_the_work_and_rank_0_alone_reports(tmp_path, 
     spec.write_text(
         yaml.safe_dump({"method": "memit", "layers": [1, 2], "hparams": HPARAMS, "edits": edits})
     )
-    env = {
-        **os.environ,
-        "FACTEDIT_HOME": str(tmp_path / "home"),
-        "FACTEDIT_QUIET": "0",
-        "OMP_NUM_THREADS": "1",
-        "COLUMNS": "200",
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = worker_env(tmp_path / "home", FACTEDIT_QUIET="0", OMP_NUM_THREADS="1", COLUMNS="200")
     report = tmp_path / "report.json"
     command = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"),

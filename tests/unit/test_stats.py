@@ -23,9 +23,9 @@ from factedit.stats import cache, clear_memo, list_cached, moment, resolve_corpu
 from factedit.stats.cache import key_id
 from factedit.stats.corpus import iter_documents, token_sequences
 from factedit.stats.moment import stats_key
+from proc_helpers import worker_env
 
 N, SEQ = 2000, 64  # 32 sequences -> 4 batches of 8, the last one truncated to 464 tokens
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(autouse=True)
@@ -298,12 +298,7 @@ def worker(tmp_path, bpe_tokenizer, home):
     script, tok_dir = tmp_path / "worker.py", tmp_path / "tokenizer"
     script.write_text(WORKER)
     bpe_tokenizer.save_pretrained(tok_dir)
-    env = {
-        **os.environ,
-        "FACTEDIT_HOME": str(home),
-        "FACTEDIT_QUIET": "1",
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = worker_env(home)
 
     def start(
         corpus: Path, sleep: float, stderr=subprocess.PIPE, checkpoint_every: int = 1

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
 from factedit.stats import clear_memo, list_cached, moments_and_counts
 from factedit.stats.collect import Accumulator, accumulate_layers
-from proc_helpers import run_ranks
+from proc_helpers import run_ranks, worker_env
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 N, SEQ, BATCH = 2000, 64, 2  # 32 sequences -> 16 batches of 2, the last one truncated
 LAYERS = (0, 2)
 
@@ -68,12 +65,7 @@ def group(tmp_path, bpe_tokenizer, home, corpus_path):
     script, tok_dir = tmp_path / "rank.py", tmp_path / "tokenizer"
     script.write_text(WORKER)
     bpe_tokenizer.save_pretrained(tok_dir)
-    env = {
-        **os.environ,
-        "FACTEDIT_HOME": str(home),
-        "FACTEDIT_QUIET": "1",
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = worker_env(home)
     runs = [0]
 
     def run(stop_after: int = 0) -> list[tuple[int, dict, dict | None]]:
@@ -188,13 +180,8 @@ def test_torchrun_stats_collect_shares_the_corpus_and_rank_0_writes_once(
     lm = tiny("llama")
     lm.model.save_pretrained(model_dir)
     lm.tokenizer.save_pretrained(model_dir)
-    env = {
-        **os.environ,
-        "FACTEDIT_HOME": str(home),
-        "OMP_NUM_THREADS": "1",
-        "FACTEDIT_QUIET": "0",  # rank 0 speaks, rank 1 turns itself quiet
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-    }
+    # rank 0 speaks, rank 1 turns itself quiet
+    env = worker_env(home, OMP_NUM_THREADS="1", FACTEDIT_QUIET="0")
     command = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"),
         *("--master-port", str(_free_port()), "-m", "factedit", "stats", "collect"),
