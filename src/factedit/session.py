@@ -112,6 +112,18 @@ class EditSession:
                 f"{self.method} edits exactly {wanted} layer{'s' if wanted > 1 else ''}; got "
                 f"layers {list(self.layers)}"
             )
+        offloaded = [
+            layer
+            for layer in self.layers
+            if self.lm.arch.down_proj_weight(layer).device.type == "meta"
+        ]
+        if offloaded:
+            raise FactEditError(
+                f"layer{'s' if len(offloaded) > 1 else ''} {', '.join(map(str, offloaded))} "
+                "of the edit sit offloaded (to the CPU or the disk) by the device map, where "
+                "their weights cannot be changed: give --max-memory so that the edited layers "
+                "fit on a device, or a device map that places them on one"
+            )
 
     def default_batch_size(self, n_requests: int) -> int:
         """Requests per :meth:`compute` when the caller does not say: all of them for the

@@ -19,7 +19,7 @@ import torch
 import factedit.paths
 from factedit.errors import StatsError
 from factedit.hooks import Trace, count_hooks
-from factedit.stats import cache, clear_memo, list_cached, moment, resolve_corpus, second_moment
+from factedit.stats import cache, clear_memo, collection, list_cached, resolve_corpus, second_moment
 from factedit.stats.cache import key_id
 from factedit.stats.corpus import iter_documents, token_sequences
 from factedit.stats.moment import stats_key
@@ -242,7 +242,7 @@ def test_enospc_is_a_stats_error_and_leaves_the_cache_intact(home, lm, corpus_pa
 
     monkeypatch.setattr(factedit.paths.os, "fsync", no_space)
     warnings: list[str] = []
-    monkeypatch.setattr(moment, "warn", warnings.append)
+    monkeypatch.setattr(collection, "warn", warnings.append)
     with pytest.raises(StatsError, match=r"cannot write .*\.safetensors.*No space left"):
         collect(lm, corpus_path, checkpoint_every=1)  # checkpoints fail too: warned, skipped
     assert len(warnings) == 1 and "checkpoints disabled" in warnings[0]

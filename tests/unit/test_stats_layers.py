@@ -13,7 +13,7 @@ from test_stats import SEQ, CallCounter, N, complete_entries  # the one-layer te
 
 from factedit.errors import StatsError
 from factedit.hooks import Trace, count_hooks
-from factedit.stats import cache, clear_memo, moment, moments_and_counts
+from factedit.stats import cache, clear_memo, collection, moments_and_counts
 from factedit.stats.collect import Accumulator, accumulate, accumulate_layers
 from factedit.stats.corpus import token_sequences
 from factedit.stats.moment import moment_and_count, stats_key
@@ -216,7 +216,7 @@ def test_checkpoints_at_different_points_start_over_from_zero(home, lm, corpus_p
         collect_one(lm, corpus_path, 2)  # resumes layer 2 alone, one batch further
     assert len(partial_files(home)) == len(LAYERS)
     said: list[str] = []
-    monkeypatch.setattr(moment, "info", said.append)
+    monkeypatch.setattr(collection, "info", said.append)
     with CallCounter(lm, lm.arch.layer_name(0)) as counter:
         result = collect_layers(lm, corpus_path)
     assert counter.calls == BATCHES

@@ -9,6 +9,7 @@ unless asked for.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Mapping
@@ -88,7 +89,13 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's device (with a device map, the device its
+        accelerate hook runs it on, which moves activations on from there)."""
+        embed = self.arch.embed()
+        hook_device = getattr(getattr(embed, "_hf_hook", None), "execution_device", None)
+        if hook_device is not None:
+            return torch.device(hook_device)
+        return next(embed.parameters(), next(self.model.parameters())).device
 
     @property
     def max_length(self) -> int:
@@ -119,8 +126,14 @@ def load_model(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     architecture: Mapping[str, str] | None = None,
+    device_map: str | Mapping[str, Any] | None = None,
+    max_memory: Mapping[Any, str] | None = None,
 ) -> LoadedModel:
-    """Resolve ``ref`` and load model + tokenizer in eval mode with gradients off."""
+    """Resolve ``ref`` and load model + tokenizer in eval mode with gradients off.
+
+    ``device_map`` (``"auto"`` or accelerate's {module: device} dict, with ``max_memory``
+    per device) spreads the layers over devices through accelerate, offloading what does not
+    fit to the CPU or the disk (``$FACTEDIT_HOME/offload``); ``device`` is then unused."""
     ref = ref or DEFAULT_MODEL
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     preset = get_preset(ref)
@@ -148,9 +161,11 @@ def load_model(
     source = str(hf_dir) if hf_dir is not None else ref
     if hf_dir is None:
         info(f"loading {ref} from the Hugging Face hub (network)")
-    model, tokenizer = _load_hf(source, torch_dtype, trust_remote_code)
-    model.to(torch_device)
-    if torch_device.type == "cpu":
+    placement = None if device_map is None else {"device_map": device_map, "max_memory": max_memory}
+    model, tokenizer = _load_hf(source, torch_dtype, trust_remote_code, placement)
+    if placement is None:
+        model.to(torch_device)
+    if torch_device.type == "cpu" or placement is not None:
         use_given_cores()
     arch = resolve_architecture(model, architecture)
     exact, rounded = weight_fingerprints(model)
@@ -193,14 +208,23 @@ def _local_dir(path: Path) -> Path:
 
 
 def _load_hf(
-    source: str, dtype: torch.dtype, trust_remote_code: bool
+    source: str,
+    dtype: torch.dtype,
+    trust_remote_code: bool,
+    placement: Mapping[str, Any] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model and tokenizer from ``source``; ``placement``: ``device_map`` and ``max_memory``
+    for accelerate (offloaded weights under ``$FACTEDIT_HOME/offload/<digest of source>``)."""
+    extra: dict[str, Any] = {}
+    if placement is not None:
+        folder = cache_dir("offload") / hashlib.sha256(source.encode()).hexdigest()[:16]
+        extra = {**placement, "offload_folder": str(folder)}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype, trust_remote_code=trust_remote_code
+                source, dtype=dtype, trust_remote_code=trust_remote_code, **extra
             )
     except FactEditError:
         raise
