@@ -3,6 +3,8 @@ edits and evaluates with the same numbers as on one device."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -95,3 +97,67 @@ def test_an_offloaded_edit_layer_is_refused_with_the_fix(both, corpus_path):
     _, split = both
     with pytest.raises(FactEditError, match=r"layer 3 of the edit sit offloaded.*--max-memory"):
         EditSession(split, method="rome", layers=[3], corpus=[corpus_path], hparams=HPARAMS)
+
+
+def test_spec_device_map_and_max_memory_are_checked_like_every_field(tmp_path):
+    from factedit.errors import SpecError
+    from factedit.spec import load_spec
+
+    edit = {"subject": "Eiffel Tower", "prompt": "The {} is in", "target_new": "Rome"}
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        json.dumps(
+            {"device_map": "auto", "max_memory": {0: "20GiB", "cpu": "60GiB"}, "edits": [edit]}
+        )
+    )
+    spec = load_spec(good)
+    assert spec.device_map == "auto" and spec.max_memory == {0: "20GiB", "cpu": "60GiB"}
+    assert spec.to_dict()["device_map"] == "auto"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        json.dumps(
+            {
+                "device_map": {"model.layers.0": "gpu7"},
+                "max_memory": {"cpu": "lots"},
+                "edits": [edit],
+            }
+        )
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(bad)
+    text = str(caught.value)
+    assert "2 problems" in text and "device_map" in text and "'gpu7' is not a device" in text
+    assert "max_memory" in text and "'lots' is not a size" in text
+
+
+def test_cli_edit_apply_with_a_device_map(tmp_path, tiny, corpus_path, home):
+    from typer.testing import CliRunner
+
+    from factedit.cli.main import app
+
+    directory = tmp_path / "tiny-llama"
+    lm = tiny("llama")
+    lm.model.save_pretrained(directory)
+    lm.tokenizer.save_pretrained(directory)
+    spec = tmp_path / "facts.yaml"
+    spec.write_text(json.dumps({"layers": [1], "hparams": HPARAMS, "edits": [FACT.to_dict()]}))
+    args = ["edit", "apply", str(spec), "--model", str(directory), "--corpus", str(corpus_path)]
+    report = tmp_path / "r.json"
+    done = CliRunner().invoke(
+        app,
+        [
+            *args,
+            "--device-map",
+            json.dumps(DEVICE_MAP),
+            "--json",
+            str(report),
+            "--allow-large-updates",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert json.loads(report.read_text())["edits"][0]["status"] == "applied"
+    bad = CliRunner().invoke(app, [*args, "--device-map", "auto", "--max-memory", "cpu=lots"])
+    assert bad.exit_code == 2
+    assert [line for line in bad.output.splitlines() if line.startswith("error:")] == [
+        "error: max_memory.cpu: 'lots' is not a size such as 20GiB"
+    ]

@@ -81,6 +81,21 @@ DeviceOpt = Annotated[
         "(its CPU affinity); OMP_NUM_THREADS=N chooses.",
     ),
 ]
+DeviceMapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device-map",
+        help="Spread the layers over devices with accelerate: auto (or balanced, sequential) "
+        'or a JSON object {"module": device}; layers that do not fit go to the CPU or the '
+        "disk (edited layers must sit on a device). Overrides the spec's device_map.",
+    ),
+]
+MaxMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-memory", help="With --device-map: caps per device, e.g. 0=20GiB,cpu=60GiB."
+    ),
+]
 DtypeOpt = Annotated[
     str, typer.Option("--dtype", help="Model dtype: float32, bfloat16 or float16.")
 ]
@@ -146,12 +161,35 @@ def announce_corpus(corpus: list[str] | None, hparams=None) -> CorpusChoice:
 
 
 def load_spec_model(
-    reference: str | None, spec: EditSpec, *, device: str, dtype: str, trust_remote_code: bool
+    reference: str | None,
+    spec: EditSpec,
+    *,
+    device: str,
+    dtype: str,
+    trust_remote_code: bool,
+    device_map: str | None = None,
+    max_memory: str | None = None,
 ) -> LoadedModel:
-    """:func:`factedit.models.loading.load_for_spec`, imported on first use (torch)."""
+    """:func:`factedit.models.loading.load_for_spec`, imported on first use (torch), with
+    ``--device-map`` / ``--max-memory`` as given on the command line."""
     from factedit.models.loading import load_for_spec
 
-    return load_for_spec(reference, spec, device=device, dtype=dtype, trust=trust_remote_code)
+    dm, mm = parse_placement(device_map, max_memory)
+    return load_for_spec(
+        reference, spec, device=device, dtype=dtype, trust=trust_remote_code,
+        device_map=dm, max_memory=mm,
+    )  # fmt: skip
+
+
+def parse_placement(device_map: str | None, max_memory: str | None) -> tuple[Any, Any]:
+    """(device map, max memory) from ``--device-map`` / ``--max-memory``; a bad value is a
+    usage error (:mod:`factedit.models.placement`)."""
+    from factedit.models.placement import parse_device_map, parse_max_memory
+
+    try:
+        return parse_device_map(device_map), parse_max_memory(max_memory)
+    except ValueError as exc:
+        raise FactEditError(str(exc)) from None
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

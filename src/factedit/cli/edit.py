@@ -14,9 +14,11 @@ from rich.table import Table
 
 from factedit.cli.common import (
     CorpusOpt,
+    DeviceMapOpt,
     DeviceOpt,
     DtypeOpt,
     LayersOpt,
+    MaxMemoryOpt,
     MethodOpt,
     ModelOpt,
     TrustOpt,
@@ -126,6 +128,8 @@ def apply_command(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
     trust_remote_code: TrustOpt = False,
+    device_map: DeviceMapOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Edit the model: compute the updates (ROME, or one batch for MEMIT / AlphaEdit /
     EMMET), apply them, show before/after.
@@ -141,8 +145,9 @@ def apply_command(
         raise SpecError(f"--out {out_dir} already exists; pass --overwrite to replace it")
     announce_corpus(corpus, spec.hparams)
     lm = load_spec_model(
-        model, spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code
-    )
+        model, spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+        device_map=device_map, max_memory=max_memory,
+    )  # fmt: skip
     check_prompt_lengths(lm, spec, offset=offset)
     session = open_session(
         lm, spec, method, parse_layers(layers) or spec.layers, corpus, allow_large_updates

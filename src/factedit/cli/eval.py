@@ -19,15 +19,18 @@ from factedit.cli.common import (
     HELDOUT_TOKENS,
     METRIC_KEYS,
     CorpusOpt,
+    DeviceMapOpt,
     DeviceOpt,
     DtypeOpt,
     LayersOpt,
+    MaxMemoryOpt,
     MethodOpt,
     ModelOpt,
     TrustOpt,
     cli_errors,
     fail,
     parse_layers,
+    parse_placement,
 )
 from factedit.console import info
 from factedit.lazy import LazyImports
@@ -184,11 +187,14 @@ def eval_command(
     stream_sample: StreamSampleOpt = 100,
     plot: PlotOpt = None,
     data: DataOpt = None,
+    device_map: DeviceMapOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Edit each fact, measure efficacy, generalisation, specificity and fluency, and report."""
     from factedit.evaluate.benchmarks import resolve_source
 
     source = resolve_source(source, data)
+    placement = parse_placement(device_map, max_memory)
     _heavy.load()
     job = EvalJob(
         source=source,
@@ -199,6 +205,8 @@ def eval_command(
         model=model,
         device=device,
         dtype=dtype,
+        device_map=placement[0],
+        max_memory=placement[1],
         trust_remote_code=trust_remote_code,
         independent=independent,
         edited=edited,

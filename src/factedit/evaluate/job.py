@@ -54,6 +54,9 @@ class EvalJob:
     model: str | None = None
     device: str = "auto"
     dtype: str = "float32"
+    #: accelerate placement (:mod:`factedit.models.placement`; None: the spec's, else one device)
+    device_map: str | dict[str, Any] | None = None
+    max_memory: dict[Any, Any] | None = None
     trust_remote_code: bool = False
     independent: bool | None = None
     edited: Path | None = None
@@ -141,8 +144,9 @@ def _check_gate_metrics(
 def _load(plan: EvalPlan, reference: str | None) -> LoadedModel:
     job = plan.job
     return load_for_spec(
-        reference, plan.spec, device=job.device, dtype=job.dtype, trust=job.trust_remote_code
-    )
+        reference, plan.spec, device=job.device, dtype=job.dtype, trust=job.trust_remote_code,
+        device_map=job.device_map, max_memory=job.max_memory,
+    )  # fmt: skip
 
 
 def _session(plan: EvalPlan, lm: LoadedModel) -> EditSession:

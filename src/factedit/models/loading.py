@@ -334,14 +334,24 @@ def _tied_keys(model: PreTrainedModel) -> set[str]:
 
 
 def load_for_spec(
-    reference: str | None, spec: EditSpec, *, device: str, dtype: str, trust: bool
+    reference: str | None,
+    spec: EditSpec,
+    *,
+    device: str,
+    dtype: str,
+    trust: bool,
+    device_map: str | Mapping[str, Any] | None = None,
+    max_memory: Mapping[Any, Any] | None = None,
 ) -> LoadedModel:
     """Load ``reference`` (a ``--model`` value; None: the spec's model, else the default
-    preset) with the spec's ``architecture:`` map."""
+    preset) with the spec's ``architecture:`` map, and ``device_map`` / ``max_memory``
+    (the command line's, else the spec's)."""
     return load_model(
         reference or spec.model,
         device=device,
         dtype=dtype,
         trust_remote_code=trust,
         architecture=spec.architecture,
+        device_map=device_map if device_map is not None else spec.device_map,
+        max_memory=max_memory if max_memory is not None else spec.max_memory,
     )

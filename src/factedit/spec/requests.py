@@ -107,6 +107,9 @@ class EditSpec:
     source: Path | None = None
     kind: str = "spec"
     architecture: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: accelerate's device map and per-device memory caps (:mod:`factedit.models.placement`)
+    device_map: str | Mapping[str, Any] | None = field(default=None, hash=False)
+    max_memory: Mapping[Any, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         """Freeze what code passed as lists / dicts (tuples and read-only mappings)."""
@@ -135,5 +138,11 @@ class EditSpec:
             }
         if self.architecture:
             data["architecture"] = dict(self.architecture)
+        if self.device_map is not None:
+            data["device_map"] = (
+                self.device_map if isinstance(self.device_map, str) else dict(self.device_map)
+            )
+        if self.max_memory is not None:
+            data["max_memory"] = dict(self.max_memory)
         data["edits"] = [edit.to_dict() for edit in self.edits]
         return data

@@ -17,6 +17,7 @@ from typing import Any
 from factedit.errors import FactEditError
 from factedit.methods.hparams import HParamProblem, HParams
 from factedit.methods.registry import METHODS, PLANNED_METHODS, method_info
+from factedit.models.placement import check_device_map, check_max_memory
 from factedit.spec.checks import _collect_edits, _select
 from factedit.spec.problems import (
     _BAD,
@@ -34,7 +35,10 @@ from factedit.spec.problems import (
 from factedit.spec.requests import EditRequest, EditSpec
 from factedit.spec.yaml_edits import _yaml_edit
 
-_TOP_KEYS = ("model", "method", "layers", "seed", "hparams", "architecture", "edits")
+_TOP_KEYS = (
+    "model", "method", "layers", "seed", "hparams", "architecture", "device_map", "max_memory",
+    "edits",
+)  # fmt: skip
 #: Module-path keys accepted under ``architecture:`` (see factedit.models.arch.ArchPaths).
 ARCH_KEYS: tuple[str, ...] = (
     "layers",
@@ -107,6 +111,8 @@ def _settings(problems: _Problems, where: _Where, data: Mapping[Any, Any]) -> di
         "layers": _layers,
         "seed": _seed,
         "architecture": _architecture,
+        "device_map": _placement("device_map", check_device_map),
+        "max_memory": _placement("max_memory", check_max_memory),
     }
     settings = {key: problems.check(read, where, data.get(key)) for key, read in readers.items()}
     method = None if settings["method"] is _BAD else settings["method"]
@@ -184,6 +190,18 @@ def _architecture(where: _Where, value: object) -> dict[str, str]:
         out[key] = path.strip()
     problems.raise_any(where.file)
     return out
+
+
+def _placement(key: str, check: Any) -> Any:
+    """A reader of ``device_map`` / ``max_memory`` (:mod:`factedit.models.placement`)."""
+
+    def read(where: _Where, value: object) -> Any:
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise where.error(key, str(exc).partition(": ")[2] or str(exc)) from None
+
+    return read
 
 
 # --------------------------------------------------------------------------- hparams
