@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from factedit.cli.common import DeviceOpt, DtypeOpt, ModelOpt, TrustOpt, cli_errors
+from factedit.cli.common import (
+    DeviceMapOpt,
+    DeviceOpt,
+    DtypeOpt,
+    MaxMemoryOpt,
+    ModelOpt,
+    TrustOpt,
+    cli_errors,
+    parse_placement,
+)
 from factedit.lazy import LazyImports
 
 if TYPE_CHECKING:
@@ -161,8 +170,11 @@ def trace_command(
     limit: LimitOpt = None,
     json_out: JsonOpt = None,
     engine: EngineOpt = "fast",
+    device_map: DeviceMapOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Causal tracing: which hidden states, MLPs and attentions carry a fact."""
+    placement = parse_placement(device_map, max_memory)
     _heavy.load()
     job = TraceJob(
         prompt=prompt,
@@ -177,6 +189,8 @@ def trace_command(
         device=device,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
+        device_map=placement[0],
+        max_memory=placement[1],
         out=out,
         facts=facts,
         limit=limit,

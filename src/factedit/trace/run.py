@@ -59,6 +59,9 @@ class TraceJob:
     device: str = "auto"
     dtype: str = "float32"
     trust_remote_code: bool = False
+    #: accelerate placement (:mod:`factedit.models.placement`); None: one device
+    device_map: Any = None
+    max_memory: Any = None
     out: Path = Path("out/trace")
     facts: Path | None = None
     limit: int | None = None
@@ -117,8 +120,15 @@ def run_trace(job: TraceJob, *, load: Loader = load_model) -> TraceOutcome:
 
 
 def _load(job: TraceJob, load: Loader) -> LoadedModel:
+    placement = {}
+    if job.device_map is not None:
+        placement = {"device_map": job.device_map, "max_memory": job.max_memory}
     return load(
-        job.model, device=job.device, dtype=job.dtype, trust_remote_code=job.trust_remote_code
+        job.model,
+        device=job.device,
+        dtype=job.dtype,
+        trust_remote_code=job.trust_remote_code,
+        **placement,
     )
 
 
