@@ -54,7 +54,7 @@ def activations_at_subject(
         assert values is not None, f"{module_name} did not run"
         rows = torch.arange(len(chunk), device=values.device)
         last = torch.tensor([p.last_subject_index for p in chunk], device=values.device)
-        out.append(values[rows, last].float())
+        out.append(values[rows, last].float().to(lm.device))  # the layer's device may differ
     return torch.cat(out)
 
 

@@ -261,13 +261,17 @@ class _ValueProblem:
 
     def _add_delta(self, out: torch.Tensor, _name: str) -> torch.Tensor:
         """δ of each running row's fact at its hook position (``out`` [R, T, d])."""
-        rows = self._rows
-        lookup = self.forward.lookup[rows]
+        # under a device map the site's layer may sit on another device than the inputs
+        rows = self._rows.to(out.device)
+        lookup = self.forward.lookup.to(out.device)[rows]
         if self.v_orig is None:  # the first pass runs every row with δ = 0: unedited outputs
-            self.v_orig = out[self.first_row, lookup[self.first_row]].detach().float().clone()
+            first = self.first_row.to(out.device)
+            v_orig = out[first, lookup[first]].detach().float().clone()
+            self.v_orig = v_orig.to(self.delta.device)
         out = out.clone()
         at = torch.arange(len(rows), device=out.device)
-        out[at, lookup] = out[at, lookup] + self.delta[self.owner[rows]].to(out.dtype)
+        delta = self.delta[self.owner[self._rows]].to(out.device, out.dtype)
+        out[at, lookup] = out[at, lookup] + delta
         return out
 
     def terms(self, active: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

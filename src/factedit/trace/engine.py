@@ -130,7 +130,8 @@ def _run_rows(
                     Trace(lm.model, lm.arch.paths.embed, edit_output=noise, retain_output=False)
                 )
         else:
-            hidden = states[start - 1][samples.to(lm.device), prefix:]
+            below = states[start - 1]  # on the device of layer start - 1 (a device map)
+            hidden = below[samples.to(below.device), prefix:]
             stack.enter_context(resume_from_layer(lm.arch, start, hidden))
         editor = restore_editor(masks, clean)
         stack.enter_context(
