@@ -15,7 +15,8 @@ from factedit.cli.trace import trace_command
 
 app = typer.Typer(
     name="factedit",
-    help="Locate and rewrite facts in transformer language models (causal tracing, ROME).",
+    help="Locate and rewrite facts in transformer language models: causal tracing, ROME, "
+    "MEMIT, AlphaEdit and EMMET editing, evaluation.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
