@@ -22,9 +22,11 @@ from typing import Any
 import torch
 
 from factedit.delta import WeightDelta
-from factedit.methods.keys import compute_keys
+from factedit.methods.keys import template_mean
 from factedit.methods.memit import batched_compute
 from factedit.methods.state import MethodState
+from factedit.methods.stream import PromptStream
+from factedit.methods.value import rewrite_prompts
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
 
@@ -66,15 +68,14 @@ class AlphaEditSolver:
     ) -> None:
         """Stage K Kᵀ per layer, with every delta of the batch applied (the reference)."""
         templates = state.templates(lm)
+        prompts = [p for r in requests for p in rewrite_prompts(lm, r, templates)]
+        stream = PromptStream(lm, prompts, layers[0], state.hparams.key_batch_rows)
         grams = {}
-        for layer in layers:
-            keys = (
-                compute_keys(
-                    lm, requests, layer, templates, rows_per_pass=state.hparams.key_batch_rows
-                )
-                .double()
-                .cpu()
-            )
+        for i, layer in enumerate(layers):
+            if i > 0:
+                stream.advance(layer)
+            at_subject = stream.at_subject(lm.arch.down_proj_name(layer), module_input=True)
+            keys = template_mean(at_subject, len(requests)).double().cpu()
             grams[layer] = keys.T @ keys
         state.stage_edit_keys(deltas, grams, len(requests))
 

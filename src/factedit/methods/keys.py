@@ -76,7 +76,13 @@ def compute_keys(
         module_input=True,
         rows_per_pass=rows_per_pass,
     )
-    return keys.reshape(len(requests), len(templates), -1).mean(dim=1)
+    return template_mean(keys, len(requests))
+
+
+def template_mean(keys: torch.Tensor, n_requests: int) -> torch.Tensor:
+    """Keys of every request × template, request-major [n * T, d] -> their mean over the
+    templates [n, d] (MEMIT's and ROME's k)."""
+    return keys.reshape(n_requests, keys.shape[0] // n_requests, -1).mean(dim=1)
 
 
 def residual_at_subject(

@@ -6,14 +6,17 @@
 For each layer l of the window, in order, on the model carrying the updates of the layers
 before it:
 
-    K    = compute_keys(...)                 keys at l, template-averaged       [d_in, n]
-    Z_c  = residual_at_subject(...)          current z at the last window layer  [d, n]
+    K    = keys at l, template-averaged                                         [d_in, n]
+    Z_c  = current z at the last window layer (bare prompts)                    [d, n]
     R    = (Z − Z_c) / (layers left, l included), mapped to W's output space
            (:func:`factedit.methods.mlp_out.weight_space_residuals`)           [d_out, n]
     ΔW_l = R Sᵀ,  S = solver.right(K)        e.g. MEMIT: S = (λC + K Kᵀ)⁻¹ K      [d_in, n]
 
-ΔW_l is applied before the next layer's keys are computed. Everything is solved in float64
-and cast to the weight's dtype once, when applied. The model is left as it was found.
+ΔW_l is applied before the next layer's keys are computed. Both are read from a
+:class:`~factedit.methods.stream.PromptStream` that keeps each prompt's residual entering the
+current layer and runs only the layers it moves through (the values of a full pass).
+Everything is solved in float64 and cast to the weight's dtype once, when applied. The model
+is left as it was found.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ import torch
 from factedit.console import progress
 from factedit.delta import AppliedDeltas, WeightDelta, compact_factors
 from factedit.methods.hparams import MemitHParams
-from factedit.methods.keys import compute_keys, residual_at_subject
+from factedit.methods.keys import template_mean
 from factedit.methods.mlp_out import output_change, weight_space_residuals
 from factedit.methods.state import MethodState
-from factedit.methods.value import HookSite, ValueBatch, optimise_values
+from factedit.methods.stream import PromptStream
+from factedit.methods.value import HookSite, ValueBatch, optimise_values, rewrite_prompts
 from factedit.methods.zcache import ZCache
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
@@ -154,11 +158,22 @@ def spread_over_layers(
     templates = state.templates(lm)
     state.second_moments(lm, layers)  # every layer of the window in one pass (memoised)
     deltas: list[WeightDelta] = []
+    rows = hp.key_batch_rows
     with AppliedDeltas(lm.model) as applied, progress() as bar:
         task = bar.add_task(f"keys and solve, layers {layers[0]}-{layers[-1]}", total=len(layers))
+        key_prompts = [p for r in requests for p in rewrite_prompts(lm, r, templates)]
+        bare_prompts = [p for r in requests for p in rewrite_prompts(lm, r, ["{}"])]
+        keys_stream = PromptStream(lm, key_prompts, layers[0], rows)
+        bare_stream = PromptStream(lm, bare_prompts, layers[0], rows)
         for i, layer in enumerate(layers):
-            keys = compute_keys(lm, requests, layer, templates, rows_per_pass=hp.key_batch_rows)
-            z_now = residual_at_subject(lm, requests, layers[-1], rows_per_pass=hp.key_batch_rows)
+            if i > 0:  # up to this layer, through the updates just applied below it
+                keys_stream.advance(layer)
+                bare_stream.advance(layer)
+            keys = template_mean(
+                keys_stream.at_subject(lm.arch.down_proj_name(layer), module_input=True),
+                len(requests),
+            )
+            z_now = bare_stream.at_subject(lm.arch.layer_name(layers[-1]), module_input=False)
             share = (targets.z.to(z_now.device) - z_now) / (len(layers) - i)
             residual_w = weight_space_residuals(lm, layer, keys, share)
             right, solve_info = solver.right(lm, layer, keys.double().T, state)
