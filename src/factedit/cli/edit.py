@@ -160,29 +160,39 @@ def apply_command(
     run = apply_spec(lm, spec, session)
     if not ranks.main:
         return  # every rank holds the same edits; rank 0 reports and writes them
+    render_run(run)
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(run.to_dict(lm), indent=2))
+        out.print(f"wrote {json_path}")
+    if run.refused:
+        raise refused_failure(run, [p for p in (out_dir, patch_path) if p is not None])
+    if patch_path is not None:
+        write_patch(run, patch_path, keep_original=keep_original)
+    if out_dir is not None:
+        save_edited_model(lm, out_dir, run, overwrite=overwrite)
+        out.print(f"wrote the edited model to {out_dir}")
+
+
+def refused_failure(run: EditRun, unwritten: Sequence[Path]) -> typer.Exit:
+    """The exit (after an ``error:`` line) of a run with refused edits: nothing is written."""
+    first = run.refused[0]
+    verb = "was" if len(unwritten) == 1 else "were"
+    names = " and ".join(map(str, unwritten))
+    written = f"; {names} {verb} not written" if unwritten else ""
+    return fail(
+        f"refused: {len(run.refused)} of {len(run.records)} edits were not applied{written} "
+        f"(first: {first.reason})"
+    )
+
+
+def render_run(run: EditRun) -> None:
+    """Each edit's before/after (up to :data:`SHOWN_EDITS`), the verdicts, the fluency probe."""
     if len(run.records) <= SHOWN_EDITS:
         for index, record in enumerate(run.records):
             render_record(index, record)
     render_verdicts(run.records)
     if run.fluency_probe is not None:
         report_probe(run.fluency_probe)
-    if json_path is not None:
-        atomic_write_text(json_path, json.dumps(run.to_dict(lm), indent=2))
-        out.print(f"wrote {json_path}")
-    if run.refused:
-        first = run.refused[0]
-        unwritten = [str(p) for p in (out_dir, patch_path) if p is not None]
-        verb = "was" if len(unwritten) == 1 else "were"
-        written = f"; {' and '.join(unwritten)} {verb} not written" if unwritten else ""
-        raise fail(
-            f"refused: {len(run.refused)} of {len(run.records)} edits were not applied{written} "
-            f"(first: {first.reason})"
-        )
-    if patch_path is not None:
-        write_patch(run, patch_path, keep_original=keep_original)
-    if out_dir is not None:
-        save_edited_model(lm, out_dir, run, overwrite=overwrite)
-        out.print(f"wrote the edited model to {out_dir}")
 
 
 def write_patch(run: EditRun, path: Path, *, keep_original: bool) -> None:

@@ -197,29 +197,15 @@ def eval_command(
     placement = parse_placement(device_map, max_memory)
     _heavy.load()
     job = EvalJob(
-        source=source,
-        method=method,
-        layers=parse_layers(layers),
-        limit=limit,
-        offset=offset,
-        model=model,
-        device=device,
-        dtype=dtype,
-        device_map=placement[0],
-        max_memory=placement[1],
-        trust_remote_code=trust_remote_code,
-        independent=independent,
-        edited=edited,
-        corpus=corpus or None,
-        generation=generation,
-        answer_tokens=answer_tokens,
-        heldout_tokens=heldout_tokens,
+        source=source, method=method, layers=parse_layers(layers), limit=limit, offset=offset,
+        model=model, device=device, dtype=dtype, device_map=placement[0],
+        max_memory=placement[1], trust_remote_code=trust_remote_code, independent=independent,
+        edited=edited, corpus=corpus or None, generation=generation,
+        answer_tokens=answer_tokens, heldout_tokens=heldout_tokens,
         allow_large_updates=allow_large_updates,
         thresholds=parse_thresholds(fail_under) if fail_under is not None else {},
-        batch_size=batch_size,
-        stream_sample=stream_sample,
-        plot=plot,
-    )
+        batch_size=batch_size, stream_sample=stream_sample, plot=plot,
+    )  # fmt: skip
     plan = plan_eval(job)
     if plan.corpus is not None:
         info(plan.corpus.describe())

@@ -265,13 +265,10 @@ def run_sequential(
     options = options or EvalOptions()
     requests = prepare_requests(requests, kind)
     start = time.perf_counter()
-    probe_before = probe_entropy(lm) if probe else None
-    ppl_before = _perplexity(lm, options)
-    ppl_after: list[float] = []
+    unedited = _Capability.measure(lm, options, probe)
     # the weights the methods write: the down-projections of the session's layers
     names = [lm.arch.down_proj_weight_name(layer) for layer in session.layers]
     snapshot = {n: lm.model.get_parameter(n).detach().clone() for n in names}
-    fluency: FluencyProbe | None = None
     recorder = None
     if batch_size is not None:
         recorder = StreamRecorder(
@@ -288,22 +285,39 @@ def run_sequential(
             batch_size=batch_size,
             on_batch=None if recorder is None else recorder.after_batch,
         )
-        if probe_before is not None:
-            fluency = FluencyProbe(probe_before, probe_entropy(lm))
-        if options.heldout is not None:
-            ppl_after.append(perplexity(lm, options.heldout.ids))
+        fluency, heldout = unedited.compared_with(lm, options)
         updates = [dict(d.meta) for d in session.deltas]
     finally:
         session.revert()
     _check_restored(lm, snapshot)
     outcomes = _ordered_outcomes(requests, run, tuple(session.layers))
     seconds = time.perf_counter() - start
-    timing = _timing(outcomes, seconds)
     stream = None if recorder is None else recorder.to_dict()
-    heldout = heldout_summary(options, ppl_before, ppl_after)
     return EvalResult(
-        "sequential", kind, outcomes, options, seconds, timing, fluency, stream, updates, heldout
-    )
+        "sequential", kind, outcomes, options, seconds, _timing(outcomes, seconds), fluency,
+        stream, updates, heldout,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Capability:
+    """The unedited model's fluency-probe GE (when probed) and held-out perplexity (when
+    measured), to set beside the edited model's."""
+
+    entropy: float | None
+    perplexity: float | None
+
+    @classmethod
+    def measure(cls, lm: LoadedModel, options: EvalOptions, probe: bool) -> _Capability:
+        return cls(probe_entropy(lm) if probe else None, _perplexity(lm, options))
+
+    def compared_with(
+        self, lm: LoadedModel, options: EvalOptions
+    ) -> tuple[FluencyProbe | None, dict[str, Any] | None]:
+        """(fluency probe, ``heldout_perplexity``) of ``lm`` as it is now against these."""
+        fluency = None if self.entropy is None else FluencyProbe(self.entropy, probe_entropy(lm))
+        after = _perplexity(lm, options)
+        return fluency, heldout_summary(options, self.perplexity, [] if after is None else [after])
 
 
 def _ordered_outcomes(

@@ -137,27 +137,7 @@ def load_model(
     ref = ref or DEFAULT_MODEL
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     preset = get_preset(ref)
-    if preset is not None:
-        hf_dir, name = ensure_preset(preset), preset.name
-    else:
-        path = Path(ref).expanduser()
-        if path.is_file() and path.suffix == ".gguf":
-            hf_dir, name = ensure_gguf_converted(path), path.stem
-        elif path.is_dir():
-            hf_dir, name = _local_dir(path), path.name
-        elif path.exists():
-            raise ModelLoadError(
-                f"{ref} is not a model: give a .gguf file, a Hugging Face model directory, "
-                "a hub id or a preset"
-            )
-        elif _looks_like_hub_id(ref):
-            hf_dir, name = None, ref
-        else:
-            presets = ", ".join(list_presets())
-            raise ModelLoadError(
-                f'unknown model "{ref}": not a preset ({presets}), not an existing path, '
-                "not a hub id (owner/name)"
-            )
+    hf_dir, name = _locate(ref, preset)
     source = str(hf_dir) if hf_dir is not None else ref
     if hf_dir is None:
         info(f"loading {ref} from the Hugging Face hub (network)")
@@ -188,6 +168,29 @@ def load_model(
         source_dir=Path(ref).expanduser()
         if preset is None and Path(ref).expanduser().is_dir()
         else None,
+    )
+
+
+def _locate(ref: str, preset: Preset | None) -> tuple[Path | None, str]:
+    """(the local Hugging Face directory to read, or None for a hub id; the model's name)."""
+    if preset is not None:
+        return ensure_preset(preset), preset.name
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ensure_gguf_converted(path), path.stem
+    if path.is_dir():
+        return _local_dir(path), path.name
+    if path.exists():
+        raise ModelLoadError(
+            f"{ref} is not a model: give a .gguf file, a Hugging Face model directory, "
+            "a hub id or a preset"
+        )
+    if _looks_like_hub_id(ref):
+        return None, ref
+    presets = ", ".join(list_presets())
+    raise ModelLoadError(
+        f'unknown model "{ref}": not a preset ({presets}), not an existing path, '
+        "not a hub id (owner/name)"
     )
 
 
