@@ -17,7 +17,6 @@ Median of ``--repeats`` runs each, the ratio, and the largest difference between
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -31,6 +30,7 @@ from factedit.methods.value import rewrite_prompts
 from factedit.models import load_model
 from factedit.session import EditSession
 from factedit.spec import load_spec
+from json_out import emit
 
 DATA = Path(os.environ.get("FACTEDIT_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 
@@ -104,11 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup": full_s / stream_s,
         "max_abs_diff": diff,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return report
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

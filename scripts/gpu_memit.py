@@ -40,6 +40,7 @@ from factedit.spec import EditRequest
 from factedit.stats import moments_and_counts
 from factedit.testing import byte_bpe_tokenizer
 from gpu_check import SHAPES, TEXT, build, timed
+from json_out import emit
 
 #: MEMIT windows of the reference hparams (GPT-2 XL 13-17, GPT-J 3-8, Llama-3-8B 4-8)
 WINDOWS = {"gpt2-xl": range(13, 18), "gpt-j-6b": range(3, 9), "llama-3-8b": range(4, 9)}
@@ -190,11 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer = byte_bpe_tokenizer()
         for name in args.models.split(","):
             report["results"].append(run_shape(name, args, tokenizer, corpus, tflops))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return report
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":
