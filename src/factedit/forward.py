@@ -89,7 +89,7 @@ def hidden_at(
         raise ValueError("the stream entering layer 0 is the embedding; nothing to skip")
     inputs.setdefault("use_cache", False)
     layers = arch.layers()
-    probe = layers[0].register_forward_hook(_mark_tuple_output)
+    probe = layers[0].register_forward_hook(mark_tuple_output)
     try:
         with Trace(arch.model, arch.layer_name(layer - 1), detach=True, stop=True) as tr:
             arch.model(input_ids=input_ids, attention_mask=attention_mask, **inputs)
@@ -99,7 +99,7 @@ def hidden_at(
     return tr.output
 
 
-def _mark_tuple_output(module: nn.Module, _args: tuple, output: object) -> None:
+def mark_tuple_output(module: nn.Module, _args: tuple, output: object) -> None:
     """Remember whether decoder layers return a tuple (the passthrough must do the same)."""
     module._factedit_tuple = isinstance(output, tuple)
 

@@ -31,7 +31,7 @@ from factedit.evaluate.measure import RequestMeasurement, measure_request
 from factedit.evaluate.metrics import request_metrics, summarize
 from factedit.evaluate.perplexity import HeldOut, perplexity
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
-from factedit.evaluate.stream import StreamRecorder
+from factedit.evaluate.stream import StreamPoint, StreamRecorder
 from factedit.evaluate.zsre import prepare_zsre
 from factedit.models.loading import LoadedModel
 from factedit.session import EditSession
@@ -285,7 +285,8 @@ def run_sequential(
             batch_size=batch_size,
             on_batch=None if recorder is None else recorder.after_batch,
         )
-        fluency, heldout = unedited.compared_with(lm, options)
+        last = recorder.points[-1] if recorder is not None and len(recorder.points) > 1 else None
+        fluency, heldout = unedited.compared_with(lm, options, last)
         updates = [dict(d.meta) for d in session.deltas]
     finally:
         session.revert()
@@ -312,11 +313,15 @@ class _Capability:
         return cls(probe_entropy(lm) if probe else None, _perplexity(lm, options))
 
     def compared_with(
-        self, lm: LoadedModel, options: EvalOptions
+        self, lm: LoadedModel, options: EvalOptions, measured: StreamPoint | None = None
     ) -> tuple[FluencyProbe | None, dict[str, Any] | None]:
-        """(fluency probe, ``heldout_perplexity``) of ``lm`` as it is now against these."""
-        fluency = None if self.entropy is None else FluencyProbe(self.entropy, probe_entropy(lm))
-        after = _perplexity(lm, options)
+        """(fluency probe, ``heldout_perplexity``) of ``lm`` as it is now against these;
+        ``measured``: the stream point already taken on this very model (not measured twice)."""
+        entropy = measured.entropy if measured is not None else None
+        if self.entropy is not None and entropy is None:
+            entropy = probe_entropy(lm)
+        fluency = None if self.entropy is None else FluencyProbe(self.entropy, entropy)
+        after = measured.perplexity if measured is not None else _perplexity(lm, options)
         return fluency, heldout_summary(options, self.perplexity, [] if after is None else [after])
 
 

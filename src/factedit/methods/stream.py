@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from factedit.batching import pad_right, pad_token_id
-from factedit.forward import _mark_tuple_output, hidden_at, resume_from_layer
+from factedit.forward import hidden_at, mark_tuple_output, resume_from_layer
 from factedit.hooks import Trace
 from factedit.models.loading import LoadedModel
 from factedit.tokens import SubjectPrompt
@@ -84,7 +84,7 @@ class PromptStream:
         if to_layer <= self.layer:
             raise ValueError(f"the stream is at layer {self.layer}; cannot move to {to_layer}")
         name = self.lm.arch.layer_name(to_layer - 1)
-        probe = self.lm.arch.layers()[0].register_forward_hook(_mark_tuple_output)
+        probe = self.lm.arch.layers()[0].register_forward_hook(mark_tuple_output)
         try:
             for i, ((ids, mask, _), hidden) in enumerate(
                 zip(self.chunks, self.hidden, strict=True)
