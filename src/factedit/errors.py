@@ -95,3 +95,8 @@ class OutputWriteError(FactEditError):
             f"cannot write {path}: {what}; nothing was written there and any previous "
             "version is unchanged"
         )
+
+
+class ProbeDataError(FactEditError):
+    """A probing data file (JSONL examples, a facts file) cannot be used: the message names
+    the file and the line or record, and says what to fix."""

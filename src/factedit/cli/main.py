@@ -10,6 +10,7 @@ from factedit.cli.eval import eval_command, plot_command
 from factedit.cli.generate import generate_command
 from factedit.cli.models import models_app
 from factedit.cli.patch import patch_app
+from factedit.cli.probe import probe_command
 from factedit.cli.stats import stats_app
 from factedit.cli.trace import trace_command
 
@@ -25,6 +26,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(patch_app, name="patch")
 app.add_typer(stats_app, name="stats")
 app.command("trace")(trace_command)
+app.command("probe")(probe_command)
 app.command("eval")(eval_command)
 app.command("plot")(plot_command)
 app.command("generate")(generate_command)
