@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from factedit.figures import write_figure
 from factedit.models import load_model
 from factedit.paths import atomic_write_text
-from factedit.probing.plot import relations_figure, write_figure
+from factedit.probing.plot import relations_figure
 from factedit.probing.run import ProbeJob, run_probe
 from factedit.probing.tasks import read_facts, relations, slug
 from factedit.trace.window import plateau_window

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from factedit.figures import write_figure
 from factedit.probing.edited import EditShift
 from factedit.probing.lens import lens_summary
 from factedit.probing.mix import Cumulative, ScalarMix
-from factedit.probing.plot import probe_figure, relations_figure, write_figure
+from factedit.probing.plot import probe_figure, relations_figure
 from factedit.probing.report import decodable_from, mean_std, probe_json, terminal_view
 from factedit.probing.train import ProbeScores, Split
 

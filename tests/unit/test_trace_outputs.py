@@ -14,6 +14,7 @@ from PIL import Image
 from rich.console import Console
 
 from factedit.errors import FactEditError, SpecError
+from factedit.figures import write_figure
 from factedit.tokens import target_token_ids
 from factedit.trace import aggregate as aggregate_module
 from factedit.trace import aggregate_trace, recommend_layer, save_aggregate, trace_fact
@@ -26,7 +27,6 @@ from factedit.trace.render import (
     terminal_aggregate,
     terminal_heatmap,
     trace_figure,
-    write_figure,
 )
 from factedit.trace.result import TraceResult
 

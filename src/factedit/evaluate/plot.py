@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from factedit.errors import FactEditError
-from factedit.paths import atomic_file
+from factedit.figures import FIGURE_RC, write_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -40,7 +40,6 @@ METRICS: dict[str, str] = {
 #: Metrics read straight from each point; ``norm_ratio`` is derived from ``norms``.
 POINT_METRICS = ("efficacy", "paraphrase", "neighborhood", "entropy", "perplexity")
 NEEDS = "it needs a report written by `factedit eval --sequential --batch-size N`"
-_RC = {"text.parse_math": False, "svg.fonttype": "none", "font.size": 9}
 _SUFFIXES = (".png", ".svg")
 
 Series = tuple[list[int], list[float | None]]
@@ -158,7 +157,7 @@ def stream_figure(reports: Sequence[Mapping[str, Any]]) -> Figure:
     all_series = [stream_series(report) for report in reports]
     metrics = panel_metrics(all_series)
     labels = line_labels(reports)
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(FIGURE_RC):
         fig = Figure(figsize=(3.3 * max(len(metrics), 1) + 0.6, 3.4), layout="constrained")
         FigureCanvasAgg(fig)
         axes = fig.subplots(1, max(len(metrics), 1), squeeze=False)[0]
@@ -200,24 +199,10 @@ def output_stem(out: str | Path) -> Path:
 def plot_stream(reports: Sequence[Mapping[str, Any]], out: str | Path) -> list[Path]:
     """Draw the sequential-editing curves of ``reports`` into ``<stem>.png`` and ``<stem>.svg``.
 
-    Both files are written atomically (a temporary sibling renamed into place); returns the two
+    Both files are written atomically (:func:`factedit.figures.write_figure`); returns the two
     paths. Raises :class:`FactEditError` for a report without a stream.
     """
-    stem = output_stem(out)
-    fig = stream_figure(reports)
-    paths = []
-    try:
-        import matplotlib
-
-        with matplotlib.rc_context(_RC):
-            for ext in ("png", "svg"):
-                path = stem.with_name(f"{stem.name}.{ext}")
-                with atomic_file(path, "wb") as fh:
-                    fig.savefig(fh, format=ext, dpi=120)
-                paths.append(path)
-    finally:
-        fig.clear()  # never registered with pyplot: clearing frees it
-    return paths
+    return write_figure(stream_figure(reports), output_stem(out), dpi=120)
 
 
 def load_reports(paths: Iterable[str | Path]) -> list[dict[str, Any]]:

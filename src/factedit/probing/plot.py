@@ -14,16 +14,13 @@ majority). matplotlib is imported inside the functions; figures use the Agg canv
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from factedit.paths import atomic_file
+from factedit.figures import FIGURE_RC
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-_RC = {"text.parse_math": False, "svg.fonttype": "none", "font.size": 9}
 
 
 def _layer_axis(ax: Axes) -> None:
@@ -124,7 +121,7 @@ def probe_figure(data: Mapping[str, Any], title: str | None = None) -> Figure:
     panels += [_mix_panel] if "scalar_mix" in data or "gain" in first else []
     panels += [_lens_panel] if "lens" in first else []
     panels += [_edit_panel] if "edit" in first else []
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(FIGURE_RC):
         fig = Figure(figsize=(3.6 * len(panels) + 0.4, 3.4), layout="constrained")
         FigureCanvasAgg(fig)
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -151,7 +148,7 @@ def relations_figure(datas: Sequence[Mapping[str, Any]], titles: Sequence[str]) 
 
     cols = min(3, len(datas))
     rows = -(-len(datas) // cols)
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(FIGURE_RC):
         fig = Figure(figsize=(3.6 * cols + 0.4, 3.2 * rows), layout="constrained")
         FigureCanvasAgg(fig)
         axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -161,20 +158,3 @@ def relations_figure(datas: Sequence[Mapping[str, Any]], titles: Sequence[str]) 
         for ax in axes[len(datas) :]:
             ax.set_axis_off()
     return fig
-
-
-def write_figure(fig: Figure, stem: Path, *, dpi: int = 110) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg`` atomically; returns both paths."""
-    import matplotlib
-
-    paths = []
-    try:
-        with matplotlib.rc_context(_RC):
-            for ext in ("png", "svg"):
-                path = stem.with_name(f"{stem.name}.{ext}")
-                with atomic_file(path, "wb") as fh:
-                    fig.savefig(fh, format=ext, dpi=dpi)
-                paths.append(path)
-    finally:
-        fig.clear()
-    return paths

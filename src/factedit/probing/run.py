@@ -23,6 +23,7 @@ import numpy as np
 
 from factedit.console import info
 from factedit.errors import ProbeDataError
+from factedit.figures import write_figure
 from factedit.models.loading import LoadedModel
 from factedit.paths import atomic_write_text
 from factedit.probing.activations import SITES, TOKENS, read_activations
@@ -38,7 +39,7 @@ from factedit.probing.edited import (
 )
 from factedit.probing.lens import label_token_ids, lens_summary, logit_lens
 from factedit.probing.mix import EPOCHS, cumulative_scores, scalar_mix
-from factedit.probing.plot import probe_figure, write_figure
+from factedit.probing.plot import probe_figure
 from factedit.probing.report import probe_json
 from factedit.probing.tasks import MIN_LABEL_COUNT, build_task, find_relation, read_facts
 from factedit.probing.train import grouped_splits, probe_layers

@@ -10,15 +10,13 @@ colour = mean indirect effect.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from rich.console import Group
 from rich.text import Text
 
-from factedit.paths import atomic_file
+from factedit.figures import FIGURE_RC
 from factedit.trace.aggregate import GROUPS, AggregateResult
 from factedit.trace.result import TraceResult
 
@@ -26,7 +24,6 @@ CMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
 STYLES = {"hidden": "magenta", "mlp": "green", "attn": "red"}
 SITE_NAMES = {"hidden": "hidden state", "mlp": "MLP output", "attn": "attention output"}
 SHADES = " ░▒▓█"
-_RC = {"text.parse_math": False, "svg.fonttype": "none", "font.size": 9}
 
 
 def token_labels(result: TraceResult, width: int | None = None) -> list[str]:
@@ -59,7 +56,7 @@ def trace_figure(result: TraceResult) -> Figure:
     kinds = list(result.grids)
     n_tokens, n_layers = result.grids[kinds[0]].shape
     window = result.settings.get("window", 10)
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(FIGURE_RC):
         fig = Figure(figsize=(3.4 * len(kinds) + 1.2, 0.26 * n_tokens + 1.9), layout="constrained")
         axes = fig.subplots(1, len(kinds), squeeze=False)[0]
         labels = token_labels(result, width=18)
@@ -89,7 +86,7 @@ def aggregate_figure(agg: AggregateResult) -> Figure:
     """Average indirect effect per token group × layer, one panel per kind."""
     kinds = list(agg.effects)
     n_layers = agg.effects[kinds[0]].shape[1]
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(FIGURE_RC):
         fig = Figure(figsize=(3.6 * len(kinds) + 1.8, 3.4), layout="constrained")
         axes = fig.subplots(1, len(kinds), squeeze=False)[0]
         window = agg.settings.get("window", 10)
@@ -114,18 +111,6 @@ def aggregate_figure(agg: AggregateResult) -> Figure:
             f"(of {agg.scanned} scanned)   p_clean={agg.p_clean:.3f}  p_corrupt={agg.p_corrupt:.3f}"
         )
     return fig
-
-
-def write_figure(fig: Figure, stem: Path, *, dpi: int = 100) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg`` atomically; returns both paths."""
-    paths = []
-    with matplotlib.rc_context(_RC):
-        for ext in ("png", "svg"):
-            path = stem.with_suffix(f".{ext}")
-            with atomic_file(path, "wb") as fh:
-                fig.savefig(fh, format=ext, dpi=dpi)
-            paths.append(path)
-    return paths
 
 
 # ---- terminal --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 
 from factedit.console import info
 from factedit.errors import FactEditError
+from factedit.figures import write_figure
 from factedit.models import load_model
 from factedit.models.loading import LoadedModel
 from factedit.paths import atomic_write_text
@@ -31,7 +32,7 @@ from factedit.trace.fact import trace_fact
 from factedit.trace.noise import parse_noise
 from factedit.trace.patching import KINDS
 from factedit.trace.recommend import save_aggregate
-from factedit.trace.render import aggregate_figure, trace_figure, write_figure
+from factedit.trace.render import aggregate_figure, trace_figure
 from factedit.trace.result import TraceResult
 
 #: ``load(reference, device=..., dtype=..., trust_remote_code=...)``: how a run gets its model.
