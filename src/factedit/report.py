@@ -288,11 +288,14 @@ def render_markdown(
         lines.append("")
     layers = settings.get("layers")
     model = report["model"]
+    pace = f"{timing.get('edits_per_minute', 0.0):.2f} edits/min"
+    resumed = int(timing.get("resumed_edits") or 0)
+    if resumed:
+        pace += f", {resumed} resumed from an earlier run"
     lines.append(
         f"model `{model['name']}` (`{model['identity']}`), layers {layers}, "
         f"refused: {report['refused']}, {timing.get('total_s', 0.0):.0f} s "
-        f"({timing.get('edits_per_minute', 0.0):.2f} edits/min), factedit "
-        f"{report['versions']['factedit']}"
+        f"({pace}), factedit {report['versions']['factedit']}"
     )
     if per_edit:
         header, rows = per_edit_rows(report)

@@ -210,6 +210,9 @@ def cli(tiny, monkeypatch, tmp_path):
     import factedit.session
     from factedit.cli.eval import eval_command
 
+    # a fresh $FACTEDIT_HOME: independent runs keep their outcomes there (evaluate/journal.py),
+    # and the random editors of these tests all share one run key
+    monkeypatch.setenv("FACTEDIT_HOME", str(tmp_path / "home"))
     lm = tiny("llama")
     models = {"edited-dir": tiny("llama", seed=5)}
     monkeypatch.setattr(

@@ -155,6 +155,14 @@ PlotOpt = Annotated[
     Path | None,
     typer.Option("--plot", help="Draw the stream curve to FILE.png and FILE.svg."),
 ]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume/--no-resume",
+        help="Reuse the outcomes an interrupted independent run with the same settings kept "
+        "under $FACTEDIT_HOME/eval (default), or measure every edit again.",
+    ),
+]
 AllowLargeUpdatesOpt = Annotated[
     bool,
     typer.Option("--allow-large-updates", help="Apply edits with ‖ΔW‖/‖W‖ above the limit."),
@@ -189,6 +197,7 @@ def eval_command(
     data: DataOpt = None,
     device_map: DeviceMapOpt = None,
     max_memory: MaxMemoryOpt = None,
+    resume: ResumeOpt = True,
 ) -> None:
     """Edit each fact, measure efficacy, generalisation, specificity and fluency, and report."""
     from factedit.evaluate.benchmarks import resolve_source
@@ -204,7 +213,7 @@ def eval_command(
         answer_tokens=answer_tokens, heldout_tokens=heldout_tokens,
         allow_large_updates=allow_large_updates,
         thresholds=parse_thresholds(fail_under) if fail_under is not None else {},
-        batch_size=batch_size, stream_sample=stream_sample, plot=plot,
+        batch_size=batch_size, stream_sample=stream_sample, plot=plot, resume=resume,
     )  # fmt: skip
     plan = plan_eval(job)
     if plan.corpus is not None:

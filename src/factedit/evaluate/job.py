@@ -18,6 +18,7 @@ from factedit.console import info, progress
 from factedit.errors import FactEditError
 from factedit.evaluate.gate import GateError, RefusedShortfall, Shortfall, check_gate
 from factedit.evaluate.greedy import ANSWER_TOKENS
+from factedit.evaluate.journal import EvalJournal
 from factedit.evaluate.perplexity import HELDOUT_TOKENS, HeldOut, heldout_text
 from factedit.evaluate.probe import report_probe
 from factedit.evaluate.runner import (
@@ -72,6 +73,9 @@ class EvalJob:
     batch_size: int | None = None
     stream_sample: int = 100
     plot: Path | None = None
+    #: independent runs: reuse the outcomes an interrupted run with the same settings kept
+    #: (:mod:`factedit.evaluate.journal`); False measures every edit again
+    resume: bool = True
 
 
 @dataclass
@@ -177,6 +181,9 @@ def _execute(
         answer_tokens=job.answer_tokens,
         heldout=_heldout(plan, lm, session),
     )
+    journal = None
+    if plan.mode == "independent" and session is not None:
+        journal = EvalJournal.for_run(lm, session, options, spec.kind, reuse=job.resume)
     with progress() as bar:
         task = bar.add_task("evaluating edits", total=len(spec.edits))
 
@@ -185,18 +192,23 @@ def _execute(
 
         common = {"kind": spec.kind, "options": options, "on_edit": step}
         if plan.mode == "edited":
-            return run_edited(lm, edited_lm, spec.edits, **common)
-        if plan.mode == "independent":
-            return run_independent(lm, spec.edits, session, **common)
-        return run_sequential(
-            lm,
-            spec.edits,
-            session,
-            probe=True,
-            batch_size=plan.job.batch_size,
-            stream_sample=plan.job.stream_sample,
-            **common,
-        )
+            result = run_edited(lm, edited_lm, spec.edits, **common)
+        elif plan.mode == "independent":
+            result = run_independent(lm, spec.edits, session, journal=journal, **common)
+        else:
+            result = run_sequential(
+                lm,
+                spec.edits,
+                session,
+                probe=True,
+                batch_size=plan.job.batch_size,
+                stream_sample=plan.job.stream_sample,
+                **common,
+            )
+    resumed = int(result.timing.get("resumed_edits", 0))
+    if journal is not None and resumed:
+        info(f"resumed {resumed} of {len(result.outcomes)} edits from {journal.directory}")
+    return result
 
 
 def _heldout(plan: EvalPlan, lm: LoadedModel, session: EditSession | None) -> HeldOut | None:

@@ -2,7 +2,9 @@
 
 - ``run_independent``: each edit is computed on the unedited model, applied, measured and
   reverted; every touched weight is then compared with a copy taken before the edit and
-  must be equal bit for bit (a mismatch is a bug and raises ``RuntimeError``).
+  must be equal bit for bit (a mismatch is a bug and raises ``RuntimeError``). With a
+  journal (:mod:`factedit.evaluate.journal`) each finished outcome is kept on disk and a
+  rerun with the same settings reuses it.
 - ``run_sequential``: edits accumulate (each computed on the model edited by the ones
   before, as a user editing one model would); every edit is measured on the final model,
   then all are reverted and checked the same way.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,6 +38,9 @@ from factedit.evaluate.zsre import prepare_zsre
 from factedit.models.loading import LoadedModel
 from factedit.session import EditSession
 from factedit.spec import EditRequest
+
+if TYPE_CHECKING:
+    from factedit.evaluate.journal import EvalJournal
 
 MODES: tuple[str, ...] = ("independent", "sequential", "edited")
 
@@ -166,14 +171,20 @@ def _check_restored(lm: LoadedModel, snapshot: Mapping[str, torch.Tensor]) -> No
             raise RuntimeError(f"reverting the edit did not restore {name} bit for bit")
 
 
-def _timing(outcomes: Sequence[EditOutcome], seconds: float) -> dict[str, float]:
+def _timing(
+    outcomes: Sequence[EditOutcome], seconds: float, resumed: Sequence[EditOutcome] = ()
+) -> dict[str, float]:
+    """Seconds spent and edits per minute; ``resumed`` outcomes (kept by an interrupted run,
+    :mod:`factedit.evaluate.journal`) add the seconds they took then to ``total_s``."""
     edit = sum(o.edit_seconds for o in outcomes)
     measure = sum(o.measure_seconds for o in outcomes)
+    total = seconds + sum(o.edit_seconds + o.measure_seconds for o in resumed)
     return {
-        "total_s": seconds,
+        "total_s": total,
         "edit_s": edit,
         "measure_s": measure,
-        "edits_per_minute": 60.0 * len(outcomes) / seconds if seconds > 0 else 0.0,
+        "edits_per_minute": 60.0 * len(outcomes) / total if total > 0 else 0.0,
+        "resumed_edits": len(resumed),
     }
 
 
@@ -185,39 +196,59 @@ def run_independent(
     kind: str = "counterfact",
     options: EvalOptions | None = None,
     on_edit: Progress | None = None,
+    journal: EvalJournal | None = None,
 ) -> EvalResult:
-    """Each edit on the unedited model: measure, compute, apply, measure, revert, check."""
+    """Each edit on the unedited model: measure, compute, apply, measure, revert, check.
+
+    With a ``journal``, an outcome it kept (an interrupted run with the same settings) is
+    used as it is, and every outcome measured here is put into it as soon as it is complete.
+    """
     options = options or EvalOptions()
     start = time.perf_counter()
     ppl_before = _perplexity(lm, options)
-    outcomes = []
+    outcomes, resumed = [], []
     for index, request in enumerate(prepare_requests(requests, kind)):
-        t0 = time.perf_counter()
-        before = _measure(lm, request, index, options)
-        t1 = time.perf_counter()
-        step = compute_step(session, index, request)
-        outcome = EditOutcome(index, request, before, before, edit_seconds=step.seconds)
-        outcome.status, outcome.reason = step.status, step.reason
-        if step.status == "applied":
-            snapshot = _snapshot(lm, step.deltas)
-            session.apply(step.deltas)
-            try:
-                outcome.edited = _measure(lm, request, index, options)
-                if options.heldout is not None:
-                    outcome.perplexity = perplexity(lm, options.heldout.ids)
-            finally:
-                session.revert()
-            _check_restored(lm, snapshot)
-            outcome.layers = tuple(session.layers)
-        outcome.measure_seconds = time.perf_counter() - t1 - step.seconds + (t1 - t0)
+        outcome = journal.get(index, request) if journal is not None else None
+        if outcome is not None:
+            resumed.append(outcome)
+        else:
+            outcome = _edit_alone(lm, session, index, request, options)
+            if journal is not None:
+                journal.put(outcome)
         outcomes.append(outcome)
         if on_edit:
             on_edit(index)
     seconds = time.perf_counter() - start
-    result = EvalResult("independent", kind, outcomes, options, seconds, _timing(outcomes, seconds))
+    timing = _timing(outcomes, seconds, resumed)
+    result = EvalResult("independent", kind, outcomes, options, seconds, timing)
     edited = [o.perplexity for o in outcomes if o.perplexity is not None]
     result.heldout = heldout_summary(options, ppl_before, edited)
     return result
+
+
+def _edit_alone(
+    lm: LoadedModel, session: EditSession, index: int, request: EditRequest, options: EvalOptions
+) -> EditOutcome:
+    """One edit of an independent run: measure, compute, apply, measure, revert, check."""
+    t0 = time.perf_counter()
+    before = _measure(lm, request, index, options)
+    t1 = time.perf_counter()
+    step = compute_step(session, index, request)
+    outcome = EditOutcome(index, request, before, before, edit_seconds=step.seconds)
+    outcome.status, outcome.reason = step.status, step.reason
+    if step.status == "applied":
+        snapshot = _snapshot(lm, step.deltas)
+        session.apply(step.deltas)
+        try:
+            outcome.edited = _measure(lm, request, index, options)
+            if options.heldout is not None:
+                outcome.perplexity = perplexity(lm, options.heldout.ids)
+        finally:
+            session.revert()
+        _check_restored(lm, snapshot)
+        outcome.layers = tuple(session.layers)
+    outcome.measure_seconds = time.perf_counter() - t1 - step.seconds + (t1 - t0)
+    return outcome
 
 
 def _perplexity(lm: LoadedModel, options: EvalOptions) -> float | None:
