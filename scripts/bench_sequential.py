@@ -18,6 +18,7 @@ deltas applied so far), so a rerun replays the earlier batches' z from the cache
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -39,6 +40,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--records", type=Path, default=DATA / "counterfact-mass.json")
     parser.add_argument("--corpus", type=Path, default=DATA / "wikitext-2-raw-test.txt")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--hparams",
+        type=json.loads,
+        default={},
+        help="hyper-parameters for every method, as JSON (e.g. '{\"leak_weight\": 1}')",
+    )
     parser.add_argument(
         "--reuse",
         action="store_true",
@@ -66,7 +73,9 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
         batch_size=args.batch_size,
         stream_sample=args.sample,
     )
-    report = run_eval(plan_eval(job)).report
+    plan = plan_eval(job)
+    plan.spec = dataclasses.replace(plan.spec, hparams={**plan.spec.hparams, **args.hparams})
+    report = run_eval(plan).report
     write_json(done, report)
     return report
 
@@ -75,6 +84,7 @@ def summary(report: dict) -> dict:
     points = report["stream"]["points"]
     return {
         "method": report["settings"]["method"],
+        "hparams": report["settings"]["hparams"],
         "final_all_edits": report["metrics"]["edited"],
         "unedited": report["metrics"]["unedited"],
         "entropy_before": points[0]["entropy"],

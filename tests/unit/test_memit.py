@@ -116,6 +116,38 @@ def test_projected_update_leaves_preserved_and_earlier_keys_unchanged():
     assert float(((R @ free.T) @ Kp).norm()) > 1e-2 * float((R @ free.T @ K1).norm())
 
 
+def test_leak_weight_solves_the_projected_objective_with_the_corpus_term():
+    """μ > 0: Δ = ΔP minimises ‖ΔK − R‖² + ‖ΔK_p‖² + μλ tr(ΔCΔᵀ) + α‖Δ‖² over P's range (the
+    gradient vanishes there), and it moves the corpus keys' outputs less than μ = 0 does."""
+    d = 12
+    spectrum = torch.cat([torch.linspace(1e-3, 5e-2, 6), torch.linspace(1.0, 2.0, 6)]).double()
+    C = _spd(d, 7, spectrum)
+    g = torch.Generator().manual_seed(8)
+    K1 = torch.randn(d, 2, generator=g, dtype=torch.float64)
+    Kp = torch.randn(d, 3, generator=g, dtype=torch.float64)
+    R = torch.randn(5, 2, generator=g, dtype=torch.float64)
+
+    def solve(mu: float):
+        hp = AlphaEditHParams(nullspace_energy=0.05, l2=0.1, leak_weight=mu)
+        state = _state(hp, C)
+        state.sequential.grams[0] = Kp @ Kp.T
+        right, info = AlphaEditSolver().right(None, 0, K1, state)
+        return R @ right.T, info, state
+
+    delta, info, state = solve(4.0)
+    P, _ = state.projector(None, 0)
+    lam = info["lambda"]
+    assert lam == d and info["leak_weight"] == 4.0
+    alpha = info["alpha"]
+    gradient = (delta @ K1 - R) @ K1.T + delta @ Kp @ Kp.T + 4.0 * lam * delta @ C + alpha * delta
+    assert float((gradient @ P).abs().max()) < 1e-9
+    assert torch.allclose(delta @ P, delta, atol=1e-10)
+    paper, paper_info, _ = solve(0.0)
+    assert "lambda" not in paper_info and paper_info["leak_weight"] == 0.0
+    corpus_change = lambda D: float(torch.trace(D @ C @ D.T))  # noqa: E731
+    assert corpus_change(delta) < 0.6 * corpus_change(paper)
+
+
 def test_compact_factors_keep_the_update():
     g = torch.Generator().manual_seed(0)
     left, right = torch.randn(4, 9, generator=g), torch.randn(6, 9, generator=g)

@@ -199,10 +199,17 @@ class AlphaEditHParams(MemitHParams):
     get 976, 863 and 1,183 of 2,048 dimensions: room for the keys of a thousand edits.
     ``l2``: α in (P(K₁K₁ᵀ + K_pK_pᵀ) + α I), in units of the batch's mean ‖P k‖² (so one key
     alone gets 1 / (1 + l2) of its layer's share; the reference's α = 10 is absolute).
+    ``leak_weight`` μ > 0 adds μλC (λ: MEMIT's rule) inside the projected solve, so what the
+    corpus keys keep in P's range (a share of trace(C) up to ``nullspace_energy``) is weighed
+    against the edits as in MEMIT; μ = 0 is the paper's AlphaEdit (an exact null space needs
+    no such term: there P C P = 0).
     """
 
     nullspace_energy: float = param(0.05, positive=True, doc="energy share of the null space")
     l2: float = param(0.1, positive=True, doc="α / mean ‖P k‖² of the batch's keys")
+    leak_weight: float = param(
+        0.0, doc="μ: weight of the corpus keys that leak through P, μλC in the solve (0: paper)"
+    )
 
 
 @dataclass(frozen=True)
