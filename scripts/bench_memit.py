@@ -62,7 +62,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--records", type=Path, default=DATA / "counterfact-mass.json")
     parser.add_argument("--corpus", type=Path, default=DATA / "wikitext-2-raw-test.txt")
     parser.add_argument("--z-steps", type=int, help="cut the z optimisation (memory runs)")
-    parser.add_argument("--no-measure", action="store_true", help="skip ES/PS/NS")
+    parser.add_argument("--no-measure", action="store_true", help="skip the scores")
+    parser.add_argument(
+        "--answer-tokens", type=int, default=12, help="greedy tokens per prompt (protocol c)"
+    )
     parser.add_argument(
         "--drop-repeats",
         action="store_true",
@@ -73,10 +76,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def scores(lm, requests) -> dict[str, float]:
-    """Mean ES / PS / NS (×100) over ``requests`` on the model as it is."""
-    per_edit = [request_metrics(measure_request(lm, r, generation=False)) for r in requests]
-    return {k: v for k, v in summarize(per_edit).items() if k in ("s", "es", "ps", "ns")}
+#: The metrics reported, by protocol: (a) probability comparison, (b) top-1 token accuracy
+#: under teacher forcing, (c) greedy generation (factedit.evaluate.protocols).
+SCORES = (
+    *("s", "es", "ps", "ns"),
+    *("efficacy", "paraphrase", "specificity"),
+    *("gen_es", "gen_ps", "gen_ns"),
+)
+
+
+def scores(lm, requests, answer_tokens: int) -> dict[str, float]:
+    """Mean scores (×100) of :data:`SCORES` over ``requests`` on the model as it is."""
+    per_edit = [
+        request_metrics(measure_request(lm, r, generation=False, answer_tokens=answer_tokens))
+        for r in requests
+    ]
+    return {k: v for k, v in summarize(per_edit).items() if k in SCORES}
 
 
 def peak_rss_gib() -> float:
@@ -137,9 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     deltas = session.compute(requests)  # every z from the cache now: keys + solves
     spread_s = time.perf_counter() - start
-    before = None if args.no_measure else scores(lm, requests)  # compute left the model as is
+    # compute left the model as is
+    before = None if args.no_measure else scores(lm, requests, args.answer_tokens)
     session.apply(deltas)
-    after = None if args.no_measure else scores(lm, requests)
+    after = None if args.no_measure else scores(lm, requests, args.answer_tokens)
     session.revert()
     rome = rome_seconds(lm, requests[: args.rome_facts], args.corpus) if args.rome_facts else []
     per_fact = z_s / z_fresh + spread_s / len(requests)
@@ -166,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rome_edits_timed": len(rome),
         "ratio_memit_per_fact_to_rome": None if not rome_median else per_fact / rome_median,
         "peak_rss_gib": peak_rss_gib(),
+        "answer_tokens": args.answer_tokens,
         "metrics_unedited": before,
         "metrics_edited": after,
         "updates": [
