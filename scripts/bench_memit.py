@@ -78,11 +78,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 #: The metrics reported, by protocol: (a) probability comparison, (b) top-1 token accuracy
 #: under teacher forcing, (c) greedy generation (factedit.evaluate.protocols).
-SCORES = (
-    *("s", "es", "ps", "ns"),
-    *("efficacy", "paraphrase", "specificity"),
-    *("gen_es", "gen_ps", "gen_ns"),
-)
+SCORES = ("s", "es", "ps", "ns", "efficacy", "paraphrase", "specificity")
+SCORES += ("gen_es", "gen_ps", "gen_ns")
 
 
 def scores(lm, requests, answer_tokens: int) -> dict[str, float]:

@@ -25,22 +25,20 @@ import torch
 
 from calibrate_z_lr import swapped_requests
 from factedit.delta import AppliedDeltas
-from factedit.evaluate.measure import measure_request
-from factedit.evaluate.metrics import request_metrics, summarize
 from factedit.methods.keys import residual_at_subject
 from factedit.methods.memit import MemitSolver
 from factedit.methods.spread import compute_targets, spread_over_layers
 from factedit.models import load_model
 from factedit.session import EditSession
 from json_out import emit
+from memit_reach import scores
 
 DATA = Path(os.environ.get("FACTEDIT_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 
 
 def es(lm, requests) -> float:
     """% of requests whose prompt ranks target_new above target_true on the model as it is."""
-    per_edit = [request_metrics(measure_request(lm, r, generation=False)) for r in requests]
-    return summarize(per_edit)["es"]
+    return scores(lm, requests)["es"]
 
 
 def split(facts: list[dict], n: int, held: int):

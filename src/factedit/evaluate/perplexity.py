@@ -89,3 +89,20 @@ def perplexity(lm: LoadedModel, ids: torch.Tensor, logit_rows: int = 128) -> flo
             total += float(nll.double())
         count += row.shape[0] - 1
     return math.exp(total / count)
+
+
+def heldout_summary(
+    heldout: HeldOut | None, unedited: float | None, edited: Sequence[float]
+) -> dict[str, Any] | None:
+    """The report's ``heldout_perplexity``: unedited, edited (the mean over the model states
+    measured: one per edit in an independent run, the final model in a sequential one), the
+    worst, and the slice it was measured on (None when nothing was measured)."""
+    if heldout is None or unedited is None:
+        return None
+    return {
+        **heldout.to_dict(),
+        "unedited": unedited,
+        "edited": sum(edited) / len(edited) if edited else None,
+        "edited_max": max(edited) if edited else None,
+        "states_measured": len(edited),
+    }

@@ -31,7 +31,7 @@ from factedit.edit_loop import OrderedRun, apply_in_order, compute_step
 from factedit.evaluate.greedy import ANSWER_TOKENS
 from factedit.evaluate.measure import RequestMeasurement, measure_request
 from factedit.evaluate.metrics import request_metrics, summarize
-from factedit.evaluate.perplexity import HeldOut, perplexity
+from factedit.evaluate.perplexity import HeldOut, heldout_summary, perplexity
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
 from factedit.evaluate.stream import StreamPoint, StreamRecorder
 from factedit.evaluate.zsre import prepare_zsre
@@ -117,7 +117,8 @@ class EvalResult:
     stream: dict[str, Any] | None = None
     #: a sequential run's applied updates: each delta's metadata (layer, norms, λ, ...)
     updates: list[dict[str, Any]] = field(default_factory=list)
-    #: held-out perplexity unedited and edited (:func:`heldout_summary`); None: not measured
+    #: held-out perplexity unedited and edited (:func:`.perplexity.heldout_summary`); None:
+    #: not measured
     heldout: dict[str, Any] | None = None
 
     @property
@@ -222,7 +223,7 @@ def run_independent(
     timing = _timing(outcomes, seconds, resumed)
     result = EvalResult("independent", kind, outcomes, options, seconds, timing)
     edited = [o.perplexity for o in outcomes if o.perplexity is not None]
-    result.heldout = heldout_summary(options, ppl_before, edited)
+    result.heldout = heldout_summary(options.heldout, ppl_before, edited)
     return result
 
 
@@ -253,23 +254,6 @@ def _edit_alone(
 
 def _perplexity(lm: LoadedModel, options: EvalOptions) -> float | None:
     return None if options.heldout is None else perplexity(lm, options.heldout.ids)
-
-
-def heldout_summary(
-    options: EvalOptions, unedited: float | None, edited: Sequence[float]
-) -> dict[str, Any] | None:
-    """The report's ``heldout_perplexity``: unedited, edited (the mean over the model states
-    measured: one per edit in an independent run, the final model in a sequential one), the
-    worst, and the slice it was measured on."""
-    if options.heldout is None or unedited is None:
-        return None
-    return {
-        **options.heldout.to_dict(),
-        "unedited": unedited,
-        "edited": sum(edited) / len(edited) if edited else None,
-        "edited_max": max(edited) if edited else None,
-        "states_measured": len(edited),
-    }
 
 
 def run_sequential(
@@ -353,7 +337,8 @@ class _Capability:
             entropy = probe_entropy(lm)
         fluency = None if self.entropy is None else FluencyProbe(self.entropy, entropy)
         after = measured.perplexity if measured is not None else _perplexity(lm, options)
-        return fluency, heldout_summary(options, self.perplexity, [] if after is None else [after])
+        edited = [] if after is None else [after]
+        return fluency, heldout_summary(options.heldout, self.perplexity, edited)
 
 
 def _ordered_outcomes(
