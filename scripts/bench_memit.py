@@ -10,8 +10,9 @@ rephrase and locality prompts), with the statistics of every window layer alread
   per freshly optimised fact + keys-and-solve seconds / N. When fewer than ``--z-sample``
   z were optimised in this run (a resumed run), z is timed on a fresh sample of that many of
   the same records, neither read from nor written to the cache;
-- ES / PS / NS (teacher-forced probability comparison) of all N on the unedited model;
-- ES / PS / NS of all N on the model carrying the batch;
+- ES / PS / NS (teacher-forced probability comparison), token accuracy and greedy-generation
+  scores of all N on the unedited model and on the model carrying the batch, with the
+  prompts that pass (a) and fail (c) counted (``gap_a_c``, as ``protocol_gap.py``);
 - ROME: seconds per edit, median over the first ``--rome-facts`` of the same records,
   each computed on the unedited model, measured in the same run;
 - seconds per fact of MEMIT against ROME's seconds per edit (the ratio).
@@ -46,6 +47,7 @@ from factedit.models import load_model
 from factedit.session import EditSession
 from factedit.spec import load_spec
 from json_out import emit
+from protocol_gap import measurement_gap
 
 DATA = Path(os.environ.get("FACTEDIT_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 
@@ -82,13 +84,15 @@ SCORES = ("s", "es", "ps", "ns", "efficacy", "paraphrase", "specificity")
 SCORES += ("gen_es", "gen_ps", "gen_ns")
 
 
-def scores(lm, requests, answer_tokens: int) -> dict[str, float]:
-    """Mean scores (×100) of :data:`SCORES` over ``requests`` on the model as it is."""
-    per_edit = [
-        request_metrics(measure_request(lm, r, generation=False, answer_tokens=answer_tokens))
-        for r in requests
+def scores(lm, requests, answer_tokens: int) -> dict:
+    """Mean scores (×100) of :data:`SCORES` over ``requests`` on the model as it is, and
+    ``gap_a_c``: where protocols (a) and (c) disagree (``protocol_gap.measurement_gap``)."""
+    measured = [
+        measure_request(lm, r, generation=False, answer_tokens=answer_tokens) for r in requests
     ]
-    return {k: v for k, v in summarize(per_edit).items() if k in SCORES}
+    means = summarize([request_metrics(m) for m in measured])
+    gap = measurement_gap((m.to_dict() for m in measured), examples=12)
+    return {**{k: v for k, v in means.items() if k in SCORES}, "gap_a_c": gap}
 
 
 def peak_rss_gib() -> float:

@@ -1,5 +1,6 @@
 """Where protocols (a) and (c) disagree in a `factedit eval --json` report: per prompt group,
-how many edited prompts rank target_new above target_true (a) and how many state it (c).
+how many edited prompts rank target_new above target_true (a: mean token log-probability,
+as the metric) and how many state it (c).
 
     python scripts/protocol_gap.py docs/results/protocols/counterfact-dev-200-gemma-3-270m.json
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from factedit.evaluate.greedy import states_answer
@@ -20,22 +22,35 @@ from json_out import emit
 GROUPS = ("rewrite", "paraphrase")
 
 
+def mean_logprob(target: dict) -> float:
+    """A target's length-normalised log-probability (what protocol (a) compares)."""
+    return target["logprob"] / target["tokens"]
+
+
 def gap(report: dict, examples: int = 5) -> dict:
-    """(a)/(c) outcome counts per group over the edited measurements, and examples."""
+    """(a)/(c) outcome counts per group over the edited measurements, and examples.
+
+    ``report``: ``{"edits": [{"measurements": {"edited": RequestMeasurement.to_dict()}}]}``,
+    as `factedit eval --json` writes it."""
+    return measurement_gap((e["measurements"]["edited"] for e in report["edits"]), examples)
+
+
+def measurement_gap(measurements: Iterable[dict], examples: int = 5) -> dict:
+    """:func:`gap` over ``RequestMeasurement.to_dict()`` of the edited model, one per edit."""
     counts: dict[str, Counter] = {group: Counter() for group in GROUPS}
     found: list[dict] = []
-    for edit in report["edits"]:
-        for prompt in edit["measurements"]["edited"]["prompts"]:
+    for edited in measurements:
+        for prompt in edited["prompts"]:
             if prompt["group"] not in GROUPS:
                 continue
             new, true = prompt["targets"]["new"], prompt["targets"]["true"]
-            passes_a = new["logprob"] > true["logprob"]
-            passes_c = states_answer(prompt["continuation"], edit["target_new"])
+            passes_a = mean_logprob(new) > mean_logprob(true)
+            passes_c = states_answer(prompt["continuation"], edited["target_new"])
             counts[prompt["group"]][f"a={int(passes_a)} c={int(passes_c)}"] += 1
             if passes_a and not passes_c and len(found) < examples:
                 found.append(
                     {
-                        "target_new": edit["target_new"],
+                        "target_new": edited["target_new"],
                         "prompt": prompt["prompt"],
                         "continuation": prompt["continuation"],
                     }
