@@ -1,8 +1,8 @@
 """Benchmark the evaluator: batched scoring / generation vs per-prompt loops, and edits/minute.
 
     PYTHONPATH=src python scripts/bench_eval.py [--model gemma-3-270m] [--records 4]
-        [--gen-records 1] [--greedy-records 4] [--edits 2] [--repeats 3] [--layer N]
-        [--threads N] [--out FILE] [--skip-full]
+        [--gen-records 1] [--greedy-records 4] [--pooled-records 32] [--edits 2]
+        [--repeats 3] [--layer N] [--threads N] [--out FILE] [--skip-full]
 
 On CounterFact records (../shared/data/counterfact-dev.json), all in one run:
 
@@ -15,6 +15,12 @@ On CounterFact records (../shared/data/counterfact-dev.json), all in one run:
 - ``greedy_answers``: the generation-based protocol's greedy continuations (12 tokens) of
   every scored prompt of a record (rewrite, paraphrases, neighbours) in one batch with the KV
   cache vs one prompt at a time. Reports prompts/s and the share of identical continuations.
+- ``pooled_requests``: every prompt of ``--pooled-records`` records of ``--pooled-data``
+  (default: counterfact-mass.json, 3 prompts a record) measured (scores and greedy
+  continuations) by one ``measure_requests`` call, their prompts pooled, vs one
+  ``measure_request`` per record (how many edits on one model are measured: MEMIT batches,
+  sequential streams, ``eval`` of an edited model). Reports prompts/s and whether the
+  continuations agree.
 - ``full_eval``: a full CounterFact evaluation of ``--edits`` records (ROME edit at the
   preset's layer, then every metric incl. GE before and after) with the batched evaluator vs
   the per-prompt baseline (naive scoring loop + one-prompt generation). The edit is computed
@@ -136,6 +142,33 @@ def bench_greedy(lm, requests, repeats: int) -> dict:
     }
 
 
+def bench_pooled(lm, requests, repeats: int) -> dict:
+    from factedit.evaluate.greedy import ANSWER_TOKENS
+    from factedit.evaluate.measure import measure_request, measure_requests
+
+    prompts = sum(1 + len(r.paraphrases) + len(r.neighborhood) for r in requests)
+    fast, pooled = _timed(
+        lambda: measure_requests(lm, requests, answer_tokens=ANSWER_TOKENS), repeats
+    )
+    slow, alone = _timed(
+        lambda: [measure_request(lm, r, answer_tokens=ANSWER_TOKENS) for r in requests], repeats
+    )
+    said = [
+        (a.continuation, b.continuation)
+        for ma, mb in zip(pooled, alone, strict=True)
+        for a, b in zip(ma.prompts, mb.prompts, strict=True)
+    ]
+    return {
+        "records": len(requests),
+        "prompts": prompts,
+        "answer_tokens": ANSWER_TOKENS,
+        "pooled_prompts_per_s": prompts / fast,
+        "per_request_prompts_per_s": prompts / slow,
+        "speedup": slow / fast,
+        "identical_share": sum(a == b for a, b in said) / len(said),
+    }
+
+
 def bench_full(lm, requests, layer: int) -> dict:
     import factedit.evaluate.measure as measure
     from factedit.delta import apply_deltas
@@ -196,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=4, help="records for the scoring bench")
     parser.add_argument("--gen-records", type=int, default=1, help="records for generation")
     parser.add_argument("--greedy-records", type=int, default=4, help="records for greedy")
+    parser.add_argument("--pooled-records", type=int, default=32, help="records pooled")
+    parser.add_argument(
+        "--pooled-data",
+        type=Path,
+        default=DATA_DIR / "counterfact-mass.json",
+        help="records for the pooled measurement (default: the mass file, 3 prompts each)",
+    )
     parser.add_argument("--edits", type=int, default=2, help="records for the full evaluation")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layer", type=int, default=None, help="edit layer (default: preset)")
@@ -237,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"generation": report["generation"]}), file=sys.stderr)
     report["greedy_answers"] = bench_greedy(lm, edits[: args.greedy_records], args.repeats)
     print(json.dumps({"greedy_answers": report["greedy_answers"]}), file=sys.stderr)
+    pooled = load_spec(args.pooled_data, limit=args.pooled_records).edits
+    report["pooled_requests"] = {
+        "data": args.pooled_data.name,
+        **bench_pooled(lm, pooled, args.repeats),
+    }
+    print(json.dumps({"pooled_requests": report["pooled_requests"]}), file=sys.stderr)
     if not args.skip_full:
         layer = args.layer if args.layer is not None else (lm.default_layer or 0)
         report["full_eval"] = bench_full(lm, edits[: args.edits], layer)

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import torch
 
-from factedit.evaluate.measure import measure_request
+from factedit.console import progress
+from factedit.evaluate.measure import measure_requests
 from factedit.evaluate.metrics import request_metrics, summarize
 from factedit.methods.spread import compute_targets
 from factedit.methods.value import HookSite
@@ -82,14 +83,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 #: under teacher forcing, (c) greedy generation (factedit.evaluate.protocols).
 SCORES = ("s", "es", "ps", "ns", "efficacy", "paraphrase", "specificity")
 SCORES += ("gen_es", "gen_ps", "gen_ns")
+#: Requests measured together (their prompts pooled), one step of the progress bar.
+SCORE_CHUNK = 64
 
 
-def scores(lm, requests, answer_tokens: int) -> dict:
+def scores(lm, requests, answer_tokens: int, label: str) -> dict:
     """Mean scores (×100) of :data:`SCORES` over ``requests`` on the model as it is, and
     ``gap_a_c``: where protocols (a) and (c) disagree (``protocol_gap.measurement_gap``)."""
-    measured = [
-        measure_request(lm, r, generation=False, answer_tokens=answer_tokens) for r in requests
-    ]
+    measured = []
+    with progress() as bar:
+        task = bar.add_task(f"scores, {label}", total=len(requests))
+        for start in range(0, len(requests), SCORE_CHUNK):
+            chunk = requests[start : start + SCORE_CHUNK]
+            measured += measure_requests(lm, chunk, answer_tokens=answer_tokens)
+            bar.advance(task, len(chunk))
     means = summarize([request_metrics(m) for m in measured])
     gap = measurement_gap((m.to_dict() for m in measured), examples=12)
     return {**{k: v for k, v in means.items() if k in SCORES}, "gap_a_c": gap}
@@ -154,9 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
     deltas = session.compute(requests)  # every z from the cache now: keys + solves
     spread_s = time.perf_counter() - start
     # compute left the model as is
-    before = None if args.no_measure else scores(lm, requests, args.answer_tokens)
+    before = None if args.no_measure else scores(lm, requests, args.answer_tokens, "unedited")
     session.apply(deltas)
-    after = None if args.no_measure else scores(lm, requests, args.answer_tokens)
+    after = None if args.no_measure else scores(lm, requests, args.answer_tokens, "edited")
     session.revert()
     rome = rome_seconds(lm, requests[: args.rome_facts], args.corpus) if args.rome_facts else []
     per_fact = z_s / z_fresh + spread_s / len(requests)

@@ -1,6 +1,6 @@
 """Where protocols (a) and (c) disagree in a `factedit eval --json` report: per prompt group,
-how many edited prompts rank target_new above target_true (a: mean token log-probability,
-as the metric) and how many state it (c).
+how many edited prompts rank target_new above target_true (a: the metric's own comparison,
+``factedit.evaluate.counterfact.ranks_above``) and how many state it (c).
 
     python scripts/protocol_gap.py docs/results/protocols/counterfact-dev-200-gemma-3-270m.json
 
@@ -16,15 +16,16 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from factedit.evaluate.counterfact import ranks_above
 from factedit.evaluate.greedy import states_answer
 from json_out import emit
 
 GROUPS = ("rewrite", "paraphrase")
 
 
-def mean_logprob(target: dict) -> float:
-    """A target's length-normalised log-probability (what protocol (a) compares)."""
-    return target["logprob"] / target["tokens"]
+def mean_nll(target: dict) -> float:
+    """A target's mean token NLL from its JSON (stripped reports keep logprob and tokens)."""
+    return -target["logprob"] / target["tokens"]
 
 
 def gap(report: dict, examples: int = 5) -> dict:
@@ -44,7 +45,7 @@ def measurement_gap(measurements: Iterable[dict], examples: int = 5) -> dict:
             if prompt["group"] not in GROUPS:
                 continue
             new, true = prompt["targets"]["new"], prompt["targets"]["true"]
-            passes_a = mean_logprob(new) > mean_logprob(true)
+            passes_a = ranks_above(mean_nll(new), mean_nll(true))
             passes_c = states_answer(prompt["continuation"], edited["target_new"])
             counts[prompt["group"]][f"a={int(passes_a)} c={int(passes_c)}"] += 1
             if passes_a and not passes_c and len(found) < examples:

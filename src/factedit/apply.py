@@ -22,7 +22,7 @@ from factedit.console import progress
 from factedit.delta import WeightDelta
 from factedit.edit_loop import EditStep, apply_in_order
 from factedit.errors import SpecError
-from factedit.evaluate import RequestMeasurement, generate_text, measure_request, request_metrics
+from factedit.evaluate import RequestMeasurement, generate_text, measure_requests, request_metrics
 from factedit.evaluate.metrics import summarize
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
 from factedit.evaluate.verdict import Verdict, edit_verdict
@@ -195,9 +195,11 @@ def check_prompt_lengths(lm: LoadedModel, spec: EditSpec, *, offset: int = 0) ->
                 )
 
 
-def _observe(lm: LoadedModel, request: EditRequest) -> Observation:
-    greedy = generate_text(lm, [request.rewrite_prompt], max_new_tokens=GENERATION_TOKENS)
-    return Observation(measure_request(lm, request), greedy[0])
+def _observe(lm: LoadedModel, requests: Sequence[EditRequest]) -> list[Observation]:
+    """Scores and the greedy continuation of each rewrite prompt, the requests pooled."""
+    prompts = [r.rewrite_prompt for r in requests]
+    greedy = generate_text(lm, prompts, max_new_tokens=GENERATION_TOKENS)
+    return [Observation(m, g) for m, g in zip(measure_requests(lm, requests), greedy, strict=True)]
 
 
 def apply_spec(
@@ -217,7 +219,7 @@ def apply_spec(
             ordered = apply_in_order(
                 session,
                 spec.edits,
-                lambda _, r: _observe(lm, r),
+                lambda _, requests: _observe(lm, requests),
                 on_edit=lambda _: bar.advance(task),
             )
         if before is not None:

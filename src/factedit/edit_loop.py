@@ -1,14 +1,16 @@
 """The one "apply in order and measure" loop behind ``edit apply`` and ``eval --sequential``.
 
-    run = apply_in_order(session, requests, measure)   # measure(index, request) -> M
+    run = apply_in_order(session, requests, measure)   # measure(indices, requests) -> [M]
     run.before[i], run.steps[i].status, run.after[i]    # M on the unedited / final model
 
-Every request is measured on the model before any edit; the edits are then computed and
-applied batch after batch (each on the model the earlier ones produced, as a user editing one
-model would); every request is measured again on the final model. A batch is one request for
-ROME and, by default, every request for the batched methods (MEMIT, AlphaEdit, EMMET). A
-batch a guard refuses is recorded as ``refused`` with its reason and the loop goes on; on any
-other error (or Ctrl-C) every applied delta is reverted before the error propagates.
+Every request is measured on the model before any edit (``measure`` gets up to
+:data:`MEASURE_CHUNK` requests at a time, so that it can pool their prompts); the edits are
+then computed and applied batch after batch (each on the model the earlier ones produced, as
+a user editing one model would); every request is measured again on the final model. A batch
+is one request for ROME and, by default, every request for the batched methods (MEMIT,
+AlphaEdit, EMMET). A batch a guard refuses is recorded as ``refused`` with its reason and the
+loop goes on; on any other error (or Ctrl-C) every applied delta is reverted before the error
+propagates.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from factedit.session import EditSession
 from factedit.spec import EditRequest
 
 M = TypeVar("M")
+#: Requests handed to one ``measure`` call (one model state, so their prompts can be pooled).
+MEASURE_CHUNK = 64
+Measure = Callable[[Sequence[int], Sequence[EditRequest]], list[M]]
 
 
 @dataclass
@@ -104,7 +109,7 @@ def batches(n: int, size: int) -> list[range]:
 def apply_in_order(
     session: EditSession,
     requests: Sequence[EditRequest],
-    measure: Callable[[int, EditRequest], M],
+    measure: Measure[M],
     *,
     on_edit: Callable[[int], None] | None = None,
     batch_size: int | None = None,
@@ -118,8 +123,7 @@ def apply_in_order(
     run: OrderedRun[M] = OrderedRun()
     size = batch_size or session.default_batch_size(len(requests))
     try:
-        for index, request in enumerate(requests):
-            run.before.append(_timed(run, index, measure, request))
+        run.before = _measure_all(run, requests, measure)
         for number, piece in enumerate(batches(len(requests), size)):
             run.steps += edit_batch(session, piece.start, [requests[i] for i in piece], number)
             if on_edit:
@@ -127,22 +131,29 @@ def apply_in_order(
                     on_edit(index)
             if on_batch:
                 on_batch(run.steps)
-        for index, request in enumerate(requests):
-            run.after.append(_timed(run, index, measure, request))
+        run.after = _measure_all(run, requests, measure)
     except BaseException:
         session.revert()
         raise
     return run
 
 
-def _timed(
-    run: OrderedRun[M], index: int, measure: Callable[[int, EditRequest], M], request: EditRequest
-) -> M:
-    start = time.perf_counter()
-    value = measure(index, request)
-    seconds = time.perf_counter() - start
-    if index < len(run.measure_seconds):
-        run.measure_seconds[index] += seconds
-    else:
-        run.measure_seconds.append(seconds)
-    return value
+def _measure_all(
+    run: OrderedRun[M], requests: Sequence[EditRequest], measure: Measure[M]
+) -> list[M]:
+    """``measure`` of every request, :data:`MEASURE_CHUNK` at a time; each request of a chunk
+    is charged an equal share of the chunk's seconds (``run.measure_seconds``)."""
+    values: list[M] = []
+    for piece in batches(len(requests), MEASURE_CHUNK):
+        start = time.perf_counter()
+        measured = measure(list(piece), [requests[i] for i in piece])
+        if len(measured) != len(piece):
+            raise ValueError(f"measure returned {len(measured)} values for {len(piece)} requests")
+        share = (time.perf_counter() - start) / len(piece)
+        for index in piece:
+            if index < len(run.measure_seconds):
+                run.measure_seconds[index] += share
+            else:
+                run.measure_seconds.append(share)
+        values += measured
+    return values

@@ -272,7 +272,9 @@ def test_apply_ends_with_a_verdict_per_edit_and_warns_about_a_changed_neighbour(
 
     # what the measurements say before and after the edit: the Louvre moved to Rome too
     states = iter([state(0.1, 0.1), state(0.8, 0.7)])
-    monkeypatch.setattr("factedit.apply.measure_request", lambda lm, req: next(states))
+    monkeypatch.setattr(
+        "factedit.apply.measure_requests", lambda lm, reqs: [next(states) for _ in reqs]
+    )
     result = CliRunner().invoke(app, ["edit", "apply", str(spec_file)])
     assert result.exit_code == 0, result.output
     assert "edit #0 Eiffel Tower → Rome: rewrite 1/1, paraphrases 1/1, neighbours kept 0/1" in (

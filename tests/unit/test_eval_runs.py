@@ -137,7 +137,9 @@ def test_sequential_run_accumulates_then_restores(tiny):
     both = editor.compute(EDITS)
     with apply_deltas(lm.model, both):
         final = [request_metrics(measure_request(lm, r, answer_tokens=12)) for r in EDITS]
-    assert [o.metrics_edited for o in result.outcomes] == final
+    # the run pools both requests' prompts: equal up to the float rounding of the batch layout
+    for outcome, alone in zip(result.outcomes, final, strict=True):
+        assert outcome.metrics_edited == pytest.approx(alone, rel=1e-4, abs=1e-6)
     assert result.mode == "sequential"
 
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from factedit.evaluate import generate_text, measure_request
+from factedit.evaluate import generate_text, measure_request, measure_requests
 from factedit.evaluate.greedy import greedy_metrics, states_answer
 from factedit.evaluate.measure import PromptMeasurement, RequestMeasurement
 from factedit.evaluate.metrics import metric_meta, request_metrics
@@ -96,6 +96,33 @@ def test_measure_request_continues_every_prompt_greedily(tiny):
     assert [p.continuation for p in m.prompts] == generate_text(lm, prompts, max_new_tokens=5)
     assert set(greedy_metrics(m)) == {"gen_es", "gen_ps", "gen_ns"}
     assert all(p.continuation is None for p in measure_request(lm, request).prompts)
+
+
+def test_pooled_requests_measure_as_one_call_each(tiny):
+    """Prompts of several requests pooled (scoring buckets, greedy batches of 2 rows, left
+    padding across requests) give each request the scores and continuations it gets alone."""
+    lm = tiny("llama")
+    requests = [
+        EditRequest(
+            subject="Eiffel Tower",
+            prompt="The {} is in",
+            target_new="Rome",
+            target_true="Paris",
+            paraphrases=("Where is the Eiffel Tower? It stands in the city of",),
+            neighborhood=("Big Ben is in", "The Colosseum is in"),
+        ),
+        EditRequest(subject="Danielle Darrieux", prompt="{} speaks", target_new="English"),
+    ]
+    pooled = measure_requests(lm, requests, answer_tokens=4, batch_size=2)
+    for request, together in zip(requests, pooled, strict=True):
+        alone = measure_request(lm, request, answer_tokens=4)
+        assert [p.continuation for p in together.prompts] == [p.continuation for p in alone.prompts]
+        for a, b in zip(together.prompts, alone.prompts, strict=True):
+            assert a.new.logprob == pytest.approx(b.new.logprob, abs=1e-5)
+            assert (a.true is None) == (b.true is None)
+            if a.true is not None:
+                assert a.true.logprob == pytest.approx(b.true.logprob, abs=1e-5)
+    assert [len(m.prompts) for m in pooled] == [4, 1]
 
 
 def test_metric_meta_names_the_greedy_protocol():

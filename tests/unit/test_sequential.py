@@ -63,7 +63,9 @@ def test_batches_cut_the_stream():
 def test_the_loop_gives_a_batched_method_every_request_at_once(alphaedit):
     session = alphaedit()
     seen: list[int] = []
-    run = apply_in_order(session, FACTS[:3], lambda i, r: i, on_batch=lambda s: seen.append(len(s)))
+    run = apply_in_order(
+        session, FACTS[:3], lambda i, r: list(i), on_batch=lambda s: seen.append(len(s))
+    )
     assert seen == [3] and [s.batch for s in run.steps] == [0, 0, 0]
     assert len(run.steps[0].deltas) == 2 and run.steps[1].deltas == []
     assert session.state.sequential.n_edits == 3

@@ -69,10 +69,13 @@ def test_apply_in_order_measures_before_and_after_and_goes_on_after_a_refusal(se
 
     session.compute = refuse_second
     seen = []
-    run = apply_in_order(
-        session, [FIRST, SECOND], lambda i, r: seen.append(i) or _digest(session.lm.model)
-    )
-    assert seen == [0, 1, 0, 1]
+
+    def measure(indices, requests):
+        seen.append(list(indices))
+        return [_digest(session.lm.model) for _ in requests]
+
+    run = apply_in_order(session, [FIRST, SECOND], measure)
+    assert seen == [[0, 1], [0, 1]]  # pooled: one call per model state
     assert run.before == [original, original]
     assert run.after[0] == run.after[1] != original  # both measured on the final model
     assert [s.status for s in run.steps] == ["applied", "refused"]
@@ -85,11 +88,11 @@ def test_apply_in_order_reverts_everything_when_a_step_fails(session):
     original = _digest(session.lm.model)
     calls = []
 
-    def measure(index, request):
-        calls.append(index)
-        if len(calls) == 3:  # the first measurement after both edits
+    def measure(indices, requests):
+        calls.append(list(indices))
+        if len(calls) == 2:  # the measurement after both edits
             raise KeyboardInterrupt
-        return None
+        return [None] * len(requests)
 
     with pytest.raises(KeyboardInterrupt):
         apply_in_order(session, [FIRST, SECOND], measure)

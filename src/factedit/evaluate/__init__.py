@@ -3,6 +3,7 @@
 The metrics are the ROME paper's (Meng et al. 2022, §4 and Appendix C).
 
     m = measure_request(lm, request, generation=True)  # all prompt x target scores (+ samples)
+    ms = measure_requests(lm, requests)  # many requests on one model, prompts pooled
     request_metrics(m)          # {"es", "em", "ps", "pm", "ns", "nm", "s", "ge", ...} x 100
     summarize([metrics, ...])   # aggregate over edits (S from the mean ES, PS, NS)
     generate_text(lm, prompts)  # batched, KV cache, greedy or seeded top-k
@@ -19,6 +20,7 @@ from factedit.evaluate.measure import (
     PromptMeasurement,
     RequestMeasurement,
     measure_request,
+    measure_requests,
 )
 from factedit.evaluate.metrics import METRIC_KEYS, METRICS, request_metrics, summarize
 from factedit.evaluate.runner import (
@@ -44,6 +46,7 @@ __all__ = [
     "generate_ids",
     "generate_text",
     "measure_request",
+    "measure_requests",
     "request_metrics",
     "run_edited",
     "run_independent",

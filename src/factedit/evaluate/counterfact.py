@@ -31,12 +31,18 @@ def harmonic_mean(values: Sequence[float]) -> float:
     return len(values) / sum(1.0 / v for v in values)
 
 
+def ranks_above(nll: float, other_nll: float) -> bool:
+    """Protocol (a)'s comparison: a target ranks above another after the same prompt when its
+    mean token NLL (``score``) is lower."""
+    return nll < other_nll
+
+
 def _new_vs_true(prompts: Sequence[PromptMeasurement]) -> tuple[float, float] | None:
     """(score, magnitude) x 100 for prompts where target_new should win."""
     pairs = [(p.new, p.true) for p in prompts if p.true is not None]
     if not pairs:
         return None
-    score = _mean([float(new.nll < true.nll) for new, true in pairs])
+    score = _mean([float(ranks_above(new.nll, true.nll)) for new, true in pairs])
     magnitude = _mean([new.prob - true.prob for new, true in pairs])
     return 100.0 * score, 100.0 * magnitude
 
@@ -46,7 +52,7 @@ def _expected_vs_new(prompts: Sequence[PromptMeasurement]) -> tuple[float, float
     pairs = [(p.expected, p.new) for p in prompts if p.expected is not None]
     if not pairs:
         return None
-    score = _mean([float(exp.nll < new.nll) for exp, new in pairs])  # type: ignore[union-attr]
+    score = _mean([float(ranks_above(exp.nll, new.nll)) for exp, new in pairs])  # type: ignore[union-attr]
     magnitude = _mean([exp.prob - new.prob for exp, new in pairs])  # type: ignore[union-attr]
     return 100.0 * score, 100.0 * magnitude
 

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from factedit.delta import WeightDelta
-from factedit.edit_loop import OrderedRun, apply_in_order, compute_step
+from factedit.edit_loop import MEASURE_CHUNK, OrderedRun, apply_in_order, batches, compute_step
 from factedit.evaluate.greedy import ANSWER_TOKENS
-from factedit.evaluate.measure import RequestMeasurement, measure_request
+from factedit.evaluate.measure import RequestMeasurement, measure_requests, sample_generations
 from factedit.evaluate.metrics import request_metrics, summarize
 from factedit.evaluate.perplexity import HeldOut, heldout_summary, perplexity
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
@@ -145,16 +145,37 @@ Progress = Callable[[int], None]
 def _measure(
     lm: LoadedModel, request: EditRequest, index: int, options: EvalOptions
 ) -> RequestMeasurement:
-    return measure_request(
-        lm,
-        request,
-        generation=options.generation,
-        seed=options.seed + index,
-        gen_length=options.gen_length,
-        top_k=options.top_k,
-        batch_size=options.batch_size,
-        answer_tokens=options.answer_tokens,
+    return _measure_many(lm, [index], [request], options)[0]
+
+
+def _measure_many(
+    lm: LoadedModel,
+    indices: Sequence[int],
+    requests: Sequence[EditRequest],
+    options: EvalOptions,
+) -> list[RequestMeasurement]:
+    """The requests measured on the model as it is, their prompts pooled
+    (:func:`~factedit.evaluate.measure.measure_requests`); request ``indices[j]`` samples its
+    texts with seed ``options.seed + indices[j]``, as when measured alone."""
+    scored = measure_requests(
+        lm, requests, batch_size=options.batch_size, answer_tokens=options.answer_tokens
     )
+    if not options.generation:
+        return scored
+    return [
+        replace(
+            m,
+            generations=sample_generations(
+                lm,
+                request,
+                seed=options.seed + index,
+                gen_length=options.gen_length,
+                top_k=options.top_k,
+                batch_size=options.batch_size,
+            ),
+        )
+        for index, request, m in zip(indices, requests, scored, strict=True)
+    ]
 
 
 def prepare_requests(requests: Sequence[EditRequest], kind: str) -> list[EditRequest]:
@@ -295,7 +316,7 @@ def run_sequential(
         run = apply_in_order(
             session,
             requests,
-            lambda i, r: _measure(lm, r, i, options),
+            lambda indices, rs: _measure_many(lm, indices, rs, options),
             on_edit=on_edit,
             batch_size=batch_size,
             on_batch=None if recorder is None else recorder.after_batch,
@@ -374,15 +395,18 @@ def run_edited(
     options = options or EvalOptions()
     start = time.perf_counter()
     outcomes = []
-    for index, request in enumerate(prepare_requests(requests, kind)):
+    requests = prepare_requests(requests, kind)
+    for piece in batches(len(requests), MEASURE_CHUNK):
         t0 = time.perf_counter()
-        before = _measure(lm, request, index, options)
-        after = _measure(edited_lm, request, index, options)
-        seconds = time.perf_counter() - t0
-        outcomes.append(
-            EditOutcome(index, request, before, after, measure_seconds=seconds, status="measured")
-        )
-        if on_edit:
-            on_edit(index)
+        chunk = [requests[i] for i in piece]
+        before = _measure_many(lm, piece, chunk, options)
+        after = _measure_many(edited_lm, piece, chunk, options)
+        share = (time.perf_counter() - t0) / len(piece)
+        for index, request, b, a in zip(piece, chunk, before, after, strict=True):
+            outcomes.append(
+                EditOutcome(index, request, b, a, measure_seconds=share, status="measured")
+            )
+            if on_edit:
+                on_edit(index)
     seconds = time.perf_counter() - start
     return EvalResult("edited", kind, outcomes, options, seconds, _timing(outcomes, seconds))

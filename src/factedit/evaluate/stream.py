@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from factedit.evaluate.measure import measure_request
+from factedit.evaluate.measure import measure_requests
 from factedit.evaluate.metrics import request_metrics, summarize
 from factedit.evaluate.perplexity import HeldOut, perplexity
 from factedit.evaluate.probe import probe_entropy
@@ -81,12 +81,8 @@ class StreamRecorder:
         """Measure the model as it is now, with ``edits`` requests applied."""
         n_total = len(self.requests)
         picked = sample_indices(edits or n_total, n_total, self.sample_size, self.seed)
-        metrics = summarize(
-            [
-                request_metrics(measure_request(self.lm, self.requests[i], generation=False))
-                for i in picked
-            ]
-        )
+        measured = measure_requests(self.lm, [self.requests[i] for i in picked])
+        metrics = summarize([request_metrics(m) for m in measured])
         curve = {name: _first(metrics, keys) for name, keys in _CURVE_METRICS.items()}
         point = StreamPoint(
             edits,

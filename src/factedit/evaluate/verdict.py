@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from factedit.evaluate.counterfact import ranks_above
 from factedit.evaluate.measure import PromptMeasurement, RequestMeasurement
 
 
@@ -57,12 +58,12 @@ class Verdict:
 def _rewritten(p: PromptMeasurement) -> bool:
     if p.true is None:
         return p.new.accuracy == 1.0
-    return p.new.nll < p.true.nll
+    return ranks_above(p.new.nll, p.true.nll)
 
 
 def _kept(p: PromptMeasurement) -> bool:
     expected = p.expected
-    return expected is not None and expected.nll < p.new.nll
+    return expected is not None and ranks_above(expected.nll, p.new.nll)
 
 
 def _count(prompts: tuple[PromptMeasurement, ...], passed) -> tuple[int, int]:
