@@ -34,7 +34,7 @@ import torch
 
 from factedit.delta import apply_deltas
 from factedit.evaluate import measure_request, request_metrics, summarize
-from factedit.evaluate.runner import prepare_requests
+from factedit.evaluate.zsre import prepare_requests
 from factedit.methods.rank_one import compute_key, rank_one_delta
 from factedit.methods.rome import compute_rome
 from factedit.models import load_model

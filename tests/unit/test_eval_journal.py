@@ -43,18 +43,18 @@ NO_GEN = EvalOptions(generation=False)
 def computed(monkeypatch) -> dict[str, list[int]]:
     """The edit indices the runner computed an update for and measured, in order."""
     seen: dict[str, list[int]] = {"compute": [], "measure": []}
-    real_compute, real_measure = runner.compute_step, runner._measure
+    real_compute, real_measure = runner.compute_step, runner._measure_many
 
     def compute_step(session, index, request):
         seen["compute"].append(index)
         return real_compute(session, index, request)
 
-    def measure(lm, request, index, options):
-        seen["measure"].append(index)
-        return real_measure(lm, request, index, options)
+    def measure(lm, indices, requests, options):
+        seen["measure"].extend(indices)
+        return real_measure(lm, indices, requests, options)
 
     monkeypatch.setattr(runner, "compute_step", compute_step)
-    monkeypatch.setattr(runner, "_measure", measure)
+    monkeypatch.setattr(runner, "_measure_many", measure)
     return seen
 
 

@@ -157,13 +157,36 @@ def measure_request(
     ``batch_size`` caps the prompts per forward pass, for scoring and generation alike
     (default: as many as pay off; 1 gives the per-prompt loop used as a baseline).
     """
-    (scored,) = measure_requests(lm, [request], batch_size=batch_size, answer_tokens=answer_tokens)
+    scored = measure_requests(lm, [request], batch_size=batch_size, answer_tokens=answer_tokens)
     if not generation:
-        return scored
-    gens = sample_generations(
-        lm, request, seed=seed, gen_length=gen_length, top_k=top_k, batch_size=batch_size
+        return scored[0]
+    (measured,) = with_samples(
+        lm, [request], scored, [seed], gen_length=gen_length, top_k=top_k, batch_size=batch_size
     )
-    return replace(scored, generations=gens)
+    return measured
+
+
+def with_samples(
+    lm: LoadedModel,
+    requests: Sequence[EditRequest],
+    measured: Sequence[RequestMeasurement],
+    seeds: Sequence[int],
+    *,
+    gen_length: int = GEN_LENGTH,
+    top_k: int = GEN_TOP_K,
+    batch_size: int | None = None,
+) -> list[RequestMeasurement]:
+    """``measured[j]`` (of ``requests[j]``) with its top-k samples, drawn with ``seeds[j]``
+    (:func:`sample_generations`)."""
+    return [
+        replace(
+            m,
+            generations=sample_generations(
+                lm, r, seed=seed, gen_length=gen_length, top_k=top_k, batch_size=batch_size
+            ),
+        )
+        for r, m, seed in zip(requests, measured, seeds, strict=True)
+    ]
 
 
 def measure_requests(

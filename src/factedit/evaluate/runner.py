@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,12 +29,12 @@ import torch
 from factedit.delta import WeightDelta
 from factedit.edit_loop import MEASURE_CHUNK, OrderedRun, apply_in_order, batches, compute_step
 from factedit.evaluate.greedy import ANSWER_TOKENS
-from factedit.evaluate.measure import RequestMeasurement, measure_requests, sample_generations
+from factedit.evaluate.measure import RequestMeasurement, measure_requests, with_samples
 from factedit.evaluate.metrics import request_metrics, summarize
 from factedit.evaluate.perplexity import HeldOut, heldout_summary, perplexity
 from factedit.evaluate.probe import FluencyProbe, probe_entropy
 from factedit.evaluate.stream import StreamPoint, StreamRecorder
-from factedit.evaluate.zsre import prepare_zsre
+from factedit.evaluate.zsre import prepare_requests
 from factedit.models.loading import LoadedModel
 from factedit.session import EditSession
 from factedit.spec import EditRequest
@@ -142,12 +142,6 @@ class EvalResult:
 Progress = Callable[[int], None]
 
 
-def _measure(
-    lm: LoadedModel, request: EditRequest, index: int, options: EvalOptions
-) -> RequestMeasurement:
-    return _measure_many(lm, [index], [request], options)[0]
-
-
 def _measure_many(
     lm: LoadedModel,
     indices: Sequence[int],
@@ -157,30 +151,20 @@ def _measure_many(
     """The requests measured on the model as it is, their prompts pooled
     (:func:`~factedit.evaluate.measure.measure_requests`); request ``indices[j]`` samples its
     texts with seed ``options.seed + indices[j]``, as when measured alone."""
-    scored = measure_requests(
-        lm, requests, batch_size=options.batch_size, answer_tokens=options.answer_tokens
-    )
+    size = options.batch_size
+    scored = measure_requests(lm, requests, batch_size=size, answer_tokens=options.answer_tokens)
     if not options.generation:
         return scored
-    return [
-        replace(
-            m,
-            generations=sample_generations(
-                lm,
-                request,
-                seed=options.seed + index,
-                gen_length=options.gen_length,
-                top_k=options.top_k,
-                batch_size=options.batch_size,
-            ),
-        )
-        for index, request, m in zip(indices, requests, scored, strict=True)
-    ]
-
-
-def prepare_requests(requests: Sequence[EditRequest], kind: str) -> list[EditRequest]:
-    """Source-specific prompt conventions (zsRE: "?" after the ``loc`` question)."""
-    return [prepare_zsre(r) if kind == "zsre" else r for r in requests]
+    seeds = [options.seed + index for index in indices]
+    return with_samples(
+        lm,
+        requests,
+        scored,
+        seeds,
+        gen_length=options.gen_length,
+        top_k=options.top_k,
+        batch_size=size,
+    )
 
 
 def _snapshot(lm: LoadedModel, deltas: Sequence[WeightDelta]) -> dict[str, torch.Tensor]:
@@ -253,7 +237,7 @@ def _edit_alone(
 ) -> EditOutcome:
     """One edit of an independent run: measure, compute, apply, measure, revert, check."""
     t0 = time.perf_counter()
-    before = _measure(lm, request, index, options)
+    before = _measure_many(lm, [index], [request], options)[0]
     t1 = time.perf_counter()
     step = compute_step(session, index, request)
     outcome = EditOutcome(index, request, before, before, edit_seconds=step.seconds)
@@ -262,7 +246,7 @@ def _edit_alone(
         snapshot = _snapshot(lm, step.deltas)
         session.apply(step.deltas)
         try:
-            outcome.edited = _measure(lm, request, index, options)
+            outcome.edited = _measure_many(lm, [index], [request], options)[0]
             if options.heldout is not None:
                 outcome.perplexity = perplexity(lm, options.heldout.ids)
         finally:

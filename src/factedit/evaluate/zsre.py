@@ -24,6 +24,11 @@ from factedit.evaluate.scoring import TokenScores
 from factedit.spec import EditRequest
 
 
+def prepare_requests(requests: Sequence[EditRequest], kind: str) -> list[EditRequest]:
+    """Source-specific prompt conventions (zsRE: "?" after the ``loc`` question)."""
+    return [prepare_zsre(r) if kind == "zsre" else r for r in requests]
+
+
 def prepare_zsre(request: EditRequest) -> EditRequest:
     """The request with its ``loc`` questions ending in "?" (as the reference scores them)."""
     loc = tuple(p if p.rstrip().endswith("?") else p + "?" for p in request.neighborhood)
