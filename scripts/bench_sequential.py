@@ -80,6 +80,10 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
     return report
 
 
+#: Per batch and layer, what each update did (from the report's ``updates``).
+UPDATE_FIELDS = ("layer", "earlier_edits", "null_dim", "share_reached_mean", "relative_norm")
+
+
 def summary(report: dict) -> dict:
     points = report["stream"]["points"]
     return {
@@ -92,6 +96,7 @@ def summary(report: dict) -> dict:
         "heldout_perplexity": report.get("heldout_perplexity"),
         "curve_perplexity": [p.get("perplexity") for p in points],
         "curve_efficacy": [p["efficacy"] for p in points],
+        "updates": [{k: u.get(k) for k in UPDATE_FIELDS} for u in report.get("updates", [])],
         "seconds": report["timing"]["total_s"],
     }
 
