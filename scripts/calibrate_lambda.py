@@ -1,15 +1,18 @@
-"""MEMIT's λ on one model, from known facts only: what each candidate λ costs and delivers.
+"""MEMIT's λ and window passes on one model, from known facts only: what each costs and
+delivers.
 
 The first N known facts (known-facts.json; never CounterFact) get the attribute of the next
 same-relation fact as target_new (as ``calibrate_z_lr.py``) and are edited in one MEMIT batch
 over the model's window; the next H such facts are held out (not edited; subjects disjoint).
-z is optimised once (cached on disk) and, for each λ = fraction × d_in, the layer loop is
-solved again. Per λ: how much of z − z_orig the edited model reaches at the last window layer
-(mean and 10th percentile over the facts, 1 = all), ES of the edited facts (target_new over
+z is optimised once (cached on disk) and, for each λ = fraction × d_in and each number of
+passes of the layer loop over the window (``window_passes``), the loop is solved again. Per
+setting: how much of z − z_orig the edited model reaches at the last window layer (mean and
+10th percentile over the facts, 1 = all), ES of the edited facts (target_new over
 target_true on their prompt), the held-out facts' share still preferring their own attribute
 over the swapped one (an NS on facts nobody edited), and the largest ‖ΔW‖/‖W‖. JSON out.
 
     python scripts/calibrate_lambda.py --model gemma-3-270m --facts 256 --out lambda.json
+    python scripts/calibrate_lambda.py --fractions 1 --passes 1,2,3 --out passes.json
 """
 
 from __future__ import annotations
@@ -50,10 +53,11 @@ def split(facts: list[dict], n: int, held: int):
     return edited, rest[:held]
 
 
-def solve_at(lm, session, requests, held, targets, lam: float) -> dict:
-    """The batch solved with λ, applied: reach of z, ES, held-out kept, ‖ΔW‖/‖W‖ (reverted)."""
+def solve_at(lm, session, requests, held, targets, lam: float, passes: int = 1) -> dict:
+    """The batch solved with λ and ``passes`` passes, applied: reach of z, ES, held-out kept,
+    ‖ΔW‖/‖W‖ (reverted)."""
     state, layers = session.state, session.layers
-    state.hparams = dataclasses.replace(state.hparams, mom2_update_weight=lam)
+    state.hparams = dataclasses.replace(state.hparams, mom2_update_weight=lam, window_passes=passes)
     deltas = spread_over_layers(lm, requests, layers, targets, state, MemitSolver())
     with AppliedDeltas(lm.model) as applied:
         for delta in deltas:
@@ -63,6 +67,7 @@ def solve_at(lm, session, requests, held, targets, lam: float) -> dict:
         reach = ((reached * wanted).sum(-1) / wanted.pow(2).sum(-1)).tolist()
         return {
             "lambda": lam,
+            "window_passes": passes,
             "z_reached_mean": statistics.mean(reach),
             "z_reached_p10": float(torch.tensor(reach).quantile(0.1)),
             "es": es(lm, requests),
@@ -77,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--facts", type=int, default=256)
     parser.add_argument("--held-out", type=int, default=200)
     parser.add_argument("--fractions", default="1,0.5,0.25,0.125", help="λ / d_in candidates")
+    parser.add_argument("--passes", default="1", help="window_passes candidates")
     parser.add_argument("--corpus", type=Path, default=DATA / "wikitext-2-raw-test.txt")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -89,8 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
     targets = compute_targets(lm, edited, layers[-1], state.templates(lm), state.hparams)
     d_in = state.second_moment(lm, layers[0]).shape[0]
     runs = [
-        {"fraction_of_d_in": f, **solve_at(lm, session, edited, held, targets, f * d_in)}
+        {"fraction_of_d_in": f, **solve_at(lm, session, edited, held, targets, f * d_in, p)}
         for f in (float(x) for x in args.fractions.split(","))
+        for p in (int(x) for x in args.passes.split(","))
     ]
     report = {
         "model": args.model,

@@ -339,3 +339,65 @@ def test_z_cache_resumes_an_interrupted_batch_and_never_serves_another_model(
         counted.clear()
         compute_targets(lm, FACTS, 2, templates, state.hparams)
         assert len(counted) == 3
+
+
+def test_z_chunks_group_facts_by_suffix_length(tiny, memit_state, monkeypatch):
+    """Facts whose rows run equally many tokens above the hook site share a forward pass
+    (rows are padded to the longest suffix), whatever their order; the z are unchanged."""
+    import factedit.methods.spread as spread
+    from factedit.methods.value import suffix_length
+
+    lm = tiny("llama")
+    facts = [
+        EditRequest(subject="Eiffel Tower", prompt="{} is in", target_new="Rome"),
+        EditRequest(subject="Michael Jordan", prompt="{} plays the game of", target_new="chess"),
+        EditRequest(subject="the iPhone", prompt="{} is made by", target_new="Nokia"),
+        EditRequest(subject="Kyoto", prompt="{} lies in the country of", target_new="Peru"),
+    ]
+    lengths = [suffix_length(lm, f) for f in facts]
+    assert lengths[0] < lengths[1] and lengths[2] < lengths[3], lengths
+    state = memit_state(z_batch_facts=2)
+    real, passes = spread.optimise_values, []
+
+    def recording(lm_, batch, *args, **kwargs):
+        passes.append(sorted(len(r) - s for r, s in zip(batch.rows, batch.split, strict=True)))
+        return real(lm_, batch, *args, **kwargs)
+
+    monkeypatch.setattr(spread, "optimise_values", recording)
+    templates = context_templates_of(lm, state)
+    grouped = compute_targets(lm, facts, 2, templates, state.hparams, use_cache=False)
+    longest = [max(p) for p in passes]
+    assert longest == sorted(longest) and longest[0] < longest[1]
+    one_by_one = [
+        compute_targets(lm, [f], 2, templates, state.hparams, use_cache=False).z for f in facts
+    ]
+    assert torch.allclose(grouped.z, torch.cat(one_by_one), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["gemma3_text", "llama"])
+def test_second_window_pass_delivers_what_the_first_left(tiny, memit_state, model_type):
+    """window_passes 2: one delta per layer, the sum of both passes' updates (applying it
+    reaches z exactly as far as recorded), and z is reached further than after one pass."""
+    lm = tiny(model_type)
+    state = memit_state(window_passes=2)
+    facts, layers = FACTS, [1, 2]
+    z_orig = residual_at_subject(lm, facts, layers[-1])
+    g = torch.Generator().manual_seed(3)
+    step = 0.3 * z_orig.norm(dim=-1, keepdim=True) * torch.nn.functional.normalize(
+        torch.randn(z_orig.shape, generator=g), dim=-1
+    )
+    targets = Targets(z_orig + step, z_orig)
+    deltas = spread_over_layers(lm, facts, layers, targets, state, MemitSolver())
+    assert [d.meta["layer"] for d in deltas] == layers
+    first, second = deltas[0].meta["z_reached_by_pass"]
+    assert second > first + 0.02, (first, second)
+    with AppliedDeltas(lm.model) as applied:
+        for delta in deltas:
+            applied.add(delta)
+        got = (residual_at_subject(lm, facts, layers[-1]) - z_orig).double()
+    reached = float(((got * step.double()).sum(-1) / step.double().pow(2).sum(-1)).mean())
+    assert reached == pytest.approx(second, abs=1e-3)
+    assert deltas[0].meta["z_reached_mean"] == second
+    assert deltas[0].meta["relative_norm"] == pytest.approx(
+        float(deltas[0].dense().norm()) / deltas[0].meta["weight_norm"]
+    )

@@ -11,7 +11,14 @@ import torch
 
 from factedit.methods.hparams import HParamError, RomeHParams
 from factedit.methods.templates import context_templates
-from factedit.methods.value import HookSite, ValueBatch, _adam_loop, kl_new_orig, optimise_values
+from factedit.methods.value import (
+    HookSite,
+    TargetLogProb,
+    ValueBatch,
+    _adam_loop,
+    kl_new_orig,
+    optimise_values,
+)
 from factedit.spec import EditRequest
 from factedit.testing import TINY_MODEL_TYPES
 
@@ -27,6 +34,20 @@ def test_kl_is_edited_distribution_first():
     # the reference's call, torch's kl_div(input=log p_orig, target=log p_new)
     reference = torch.nn.functional.kl_div(orig, new, log_target=True, reduction="sum")
     assert float(kl_new_orig(new, orig)) == pytest.approx(float(reference), rel=1e-6)
+
+
+def test_target_log_prob_matches_log_softmax_and_gather_in_value_and_gradient():
+    g = torch.Generator().manual_seed(0)
+    logits = (5 * torch.randn(4, 50, generator=g, dtype=torch.float64)).requires_grad_()
+    targets = torch.tensor([3, 0, 49, 3])
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    ours = TargetLogProb.apply(logits, targets)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), logits)
+    plain = torch.log_softmax(logits, -1).gather(1, targets[:, None]).squeeze(1)
+    (grad_plain,) = torch.autograd.grad((plain * weights).sum(), logits)
+    assert torch.allclose(ours, plain, atol=1e-12)
+    assert torch.allclose(grad_ours, grad_plain, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: TargetLogProb.apply(x, targets), (logits,))
 
 
 class _Quadratic:

@@ -185,6 +185,9 @@ class MemitHParams(ValueHParams):
     mom2_update_weight: float | None = param(None, doc="λ in λC + KKᵀ; None: λ = d_in")
     z_batch_facts: int = param(32, positive=True, doc="facts per z forward pass (memory only)")
     key_batch_rows: int = param(256, positive=True, doc="prompts per key forward pass")
+    window_passes: int = param(
+        1, positive=True, doc="passes of the layer loop over the window (1: the paper)"
+    )
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,18 @@ def rewrite_prompts(
     return out
 
 
+def suffix_length(lm: LoadedModel, request: EditRequest) -> int:
+    """Tokens a rewrite row of ``request`` runs above its hook site: the bare prompt from its
+    last subject token on, then target_new but its last token (the same in every template).
+
+    Rows of one forward pass are padded to the longest suffix, so facts with equal suffix
+    lengths are best optimised together (:func:`factedit.methods.spread.compute_targets`).
+    """
+    prompt = rewrite_prompts(lm, request, ["{}"])[0]
+    target = target_token_ids(lm.tokenizer, request.target_new)
+    return len(prompt.input_ids) - prompt.last_subject_index + len(target) - 1
+
+
 @dataclass(frozen=True)
 class HookSite:
     """Where δ is added: the output of module ``name``, which lives in decoder ``layer``."""
@@ -117,8 +129,10 @@ class ValueBatch:
 
 
 class _Forward:
-    """Runs the batch with an output edit at the hook site; returns log-probs at
-    ``positions`` (a [N, 2] tensor of (row, position in the row)): [N, V] float32.
+    """Runs the batch with an output edit at the hook site; returns the logits at
+    ``positions`` (a [N, 2] tensor of (row, position in the row)), split in two: the first
+    ``n_first`` positions [n_first, V] and the rest [N − n_first, V], float32 (two blocks, so
+    that no gradient of a slice of one [N, V] block is ever zero-filled at full size).
 
     ``prefix=True``: the tokens before each row's last subject token are computed once
     (:class:`PrefixCache`), and so are the layers below the hook site; each call runs the
@@ -144,21 +158,26 @@ class _Forward:
             [s - o for s, o in zip(batch.split, self.offsets, strict=True)], device=device
         )
 
-    def __call__(self, edit: Any, positions: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, edit: Any, positions: torch.Tensor, rows: torch.Tensor, n_first: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Only the batch rows ``rows`` [R] run (the others' facts are finished);
         ``positions`` index into them (row i of ``positions`` is batch row ``rows[i]``)."""
         lm = self.lm
-        at, cols = positions[:, 0], positions[:, 1]
+        first, rest = positions[:n_first], positions[n_first:]
         with Trace(lm.model, self.site.name, retain_output=False, edit_output=edit):
             if not self.prefix:
-                logits = lm.model(
+                out = lm.model(
                     input_ids=self.ids[rows], attention_mask=self.mask[rows], use_cache=False
-                )
-                return torch.log_softmax(logits.logits[at, cols].float(), dim=-1)
+                ).logits
+                return out[first[:, 0], first[:, 1]].float(), out[rest[:, 0], rest[:, 1]].float()
             start = None if self.start is None else self.start[rows]
             with resume_from_layer(lm.arch, self.site.layer, start):
                 hidden = lm.arch.base_model()(**self.cache.inputs(rows)).last_hidden_state
-        return torch.log_softmax(lm.arch.logits(hidden[at, cols]).float(), dim=-1)
+        return (
+            lm.arch.logits(hidden[first[:, 0], first[:, 1]]).float(),
+            lm.arch.logits(hidden[rest[:, 0], rest[:, 1]]).float(),
+        )
 
 
 @dataclass
@@ -187,6 +206,29 @@ def _target_positions(
         torch.tensor(ids, device=device),
         torch.tensor(row_of, device=device),
     )
+
+
+class TargetLogProb(torch.autograd.Function):
+    """log softmax(logits)[target] per row: ``logits`` [N, V], ``targets`` [N] -> [N].
+
+    The same values and gradients as ``log_softmax(logits).gather(1, targets)``, with a
+    backward that writes one [N, V] block, (one-hot − softmax) × grad, where that pair fills
+    a zero block for the gather and reads and writes two more for the softmax: on a
+    262,144-token vocabulary those blocks, not the arithmetic, are what it costs.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        lse = torch.logsumexp(logits, dim=-1)
+        ctx.save_for_backward(logits, lse, targets)
+        return logits.gather(1, targets[:, None]).squeeze(1) - lse
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, lse, targets = ctx.saved_tensors
+        out = (logits - lse[:, None]).exp_().mul_(-grad[:, None])
+        out.scatter_add_(1, targets[:, None], grad[:, None])
+        return out, None
 
 
 def kl_new_orig(logp_new: torch.Tensor, logp_orig: torch.Tensor) -> torch.Tensor:
@@ -289,18 +331,17 @@ class _ValueProblem:
             [remap[self.all_positions[picked, 0]], self.all_positions[picked, 1]], dim=1
         )
         self._rows = keep
-        logp = self.forward(self._add_delta, positions, keep)
         n_targets = int(picked[: len(self.target_ids)].sum())
+        target_logits, kl_logits = self.forward(self._add_delta, positions, keep, n_targets)
         target_ids = self.target_ids[picked[: len(self.target_ids)]]
-        target_logp = logp[:n_targets].gather(1, target_ids[:, None]).squeeze(1)
         facts = self.owner[self.all_positions[len(self.target_ids) :, 0]][
             picked[len(self.target_ids) :]
         ]
         assert self.v_orig is not None
         return self.loss(
-            target_logp,
+            TargetLogProb.apply(target_logits, target_ids),
             self.row_of[picked[: len(self.target_ids)]],
-            logp[n_targets:],
+            torch.log_softmax(kl_logits, dim=-1),
             facts,
             self.delta,
             self.v_orig.norm(dim=-1),
