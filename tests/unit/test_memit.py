@@ -383,8 +383,10 @@ def test_second_window_pass_delivers_what_the_first_left(tiny, memit_state, mode
     facts, layers = FACTS, [1, 2]
     z_orig = residual_at_subject(lm, facts, layers[-1])
     g = torch.Generator().manual_seed(3)
-    step = 0.3 * z_orig.norm(dim=-1, keepdim=True) * torch.nn.functional.normalize(
-        torch.randn(z_orig.shape, generator=g), dim=-1
+    step = (
+        0.3
+        * z_orig.norm(dim=-1, keepdim=True)
+        * torch.nn.functional.normalize(torch.randn(z_orig.shape, generator=g), dim=-1)
     )
     targets = Targets(z_orig + step, z_orig)
     deltas = spread_over_layers(lm, facts, layers, targets, state, MemitSolver())

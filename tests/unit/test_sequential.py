@@ -41,13 +41,13 @@ FACTS = [
 
 @pytest.fixture
 def alphaedit(tiny, corpus_path):
-    def make(lm=None, **kw) -> EditSession:
+    def make(lm=None, hparams=FAST, **kw) -> EditSession:
         lm = lm or tiny("llama")
         return EditSession(
             lm,
             method="alphaedit",
             layers=[1, 2],
-            hparams=FAST,
+            hparams=hparams,
             corpus=[corpus_path],
             allow_large_updates=True,  # random tiny models: large updates are not the point
             **kw,
@@ -73,10 +73,11 @@ def test_the_loop_gives_a_batched_method_every_request_at_once(alphaedit):
     assert session.state.sequential.n_edits == 0 and not session.state.sequential.grams
 
 
-def test_applied_batches_keep_their_keys_and_only_those(alphaedit):
+@pytest.mark.parametrize("passes", [1, 2])
+def test_applied_batches_keep_their_keys_and_only_those(alphaedit, passes):
     """After two batches the state holds Σ K Kᵀ of both, each computed on the model carrying
-    its own batch; deltas computed but never applied add nothing."""
-    session = alphaedit()
+    its own batch (every pass of it); deltas computed but never applied add nothing."""
+    session = alphaedit(hparams={**FAST, "window_passes": passes})
     lm, templates = session.lm, session.state.templates(session.lm)
     first = session.compute(FACTS[:2])
     unapplied = session.compute(FACTS[2:3])  # staged, then replaced: never applied

@@ -226,7 +226,7 @@ def _layer_loop(
         share = (targets.z.to(z_now.device) - z_now) / (len(layers) - i)
         residual_w = weight_space_residuals(lm, layer, keys, share)
         right, solve_info = solver.right(lm, layer, keys.double().T, state)
-        delta = _layer_delta(lm, layer, residual_w, right)
+        delta = layer_delta(lm, layer, residual_w, right)
         delta.meta = {
             "method": solver.name,
             "layer": layer,
@@ -269,7 +269,7 @@ def _merged(deltas: Sequence[WeightDelta]) -> WeightDelta:
     return merged
 
 
-def _layer_delta(
+def layer_delta(
     lm: LoadedModel, layer: int, residual_w: torch.Tensor, right: torch.Tensor
 ) -> WeightDelta:
     """ΔW = R Sᵀ as factors in the weight's orientation (``residual_w`` [n, d_out] = Rᵀ,

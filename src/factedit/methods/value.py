@@ -212,9 +212,10 @@ class TargetLogProb(torch.autograd.Function):
     """log softmax(logits)[target] per row: ``logits`` [N, V], ``targets`` [N] -> [N].
 
     The same values and gradients as ``log_softmax(logits).gather(1, targets)``, with a
-    backward that writes one [N, V] block, (one-hot − softmax) × grad, where that pair fills
-    a zero block for the gather and reads and writes two more for the softmax: on a
-    262,144-token vocabulary those blocks, not the arithmetic, are what it costs.
+    backward that writes one [N, V] block, (one-hot − softmax) × grad, where that pair
+    zero-fills a block for the gather and reads and writes two more for the softmax (on
+    gemma-3-270m's 262,144-token vocabulary the zero-filled blocks alone took 7 % of a z
+    step).
     """
 
     @staticmethod
