@@ -19,6 +19,7 @@ rephrase and locality prompts), with the statistics of every window layer alread
 
 ``--z-steps`` cuts the z optimisation (for a memory-only run at 10,000 facts: the steps
 do not change the memory; the JSON says so, and its quality numbers are then meaningless);
+``--hparams`` sets hyper-parameters over the preset's (recorded under ``hparams``);
 ``--drop-repeats`` keeps the first of each repeated (subject, prompt) record.
 
     python scripts/bench_memit.py --facts 1000 --out docs/bench/memit-cpu.json
@@ -65,6 +66,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--records", type=Path, default=DATA / "counterfact-mass.json")
     parser.add_argument("--corpus", type=Path, default=DATA / "wikitext-2-raw-test.txt")
     parser.add_argument("--z-steps", type=int, help="cut the z optimisation (memory runs)")
+    parser.add_argument(
+        "--hparams",
+        type=json.loads,
+        default={},
+        help="hyper-parameters over the preset's, as JSON (e.g. '{\"window_passes\": 1}')",
+    )
     parser.add_argument("--no-measure", action="store_true", help="skip the scores")
     parser.add_argument(
         "--answer-tokens", type=int, default=12, help="greedy tokens per prompt (protocol c)"
@@ -143,7 +150,9 @@ def main(argv: list[str] | None = None) -> dict:
     lm = load_model(args.model, device="cpu")
     records = first_of_each(args.records) if args.drop_repeats else args.records
     requests = list(load_spec(records, limit=args.facts).edits)
-    hparams = {} if args.z_steps is None else {"v_num_grad_steps": args.z_steps}
+    hparams = dict(args.hparams)
+    if args.z_steps is not None:
+        hparams["v_num_grad_steps"] = args.z_steps
     session = EditSession(lm, method=args.method, corpus=[args.corpus], hparams=hparams)
     session.state.second_moments(lm, session.layers)  # cached before timing
     templates = session.state.templates(lm)
@@ -178,6 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
         "layers": list(session.layers),
         "z_steps": session.hparams.v_num_grad_steps,
         "z_steps_cut": args.z_steps is not None,
+        "window_passes": session.hparams.window_passes,
+        "hparams": args.hparams,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "memit_seconds": per_fact * len(requests),

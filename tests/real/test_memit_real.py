@@ -22,10 +22,13 @@ def several(request):
 def test_one_batch_rewrites_all_four_facts(gemma, several, wikitext_path, method):
     session = EditSession(gemma, method=method, layers="auto", corpus=[wikitext_path])
     assert session.layers == (2, 3, 4, 5, 6, 7) and session.hparams.v_lr == 2.0
+    assert session.hparams.window_passes == 2
     before = {n: p.detach().clone() for n, p in gemma.model.named_parameters()}
     deltas = session.edit(list(several.edits))
     try:
         assert len(deltas) == 6
+        first_pass, second_pass = deltas[0].meta["z_reached_by_pass"]
+        assert second_pass > first_pass  # the second pass delivers more of z
         for delta in deltas:
             assert delta.meta["relative_norm"] < 1.0
             assert delta.meta["share_reached_mean"] > 0.2, delta.meta
