@@ -181,7 +181,7 @@ def test_torchrun_stats_collect_shares_the_corpus_and_rank_0_writes_once(
     lm.model.save_pretrained(model_dir)
     lm.tokenizer.save_pretrained(model_dir)
     # rank 0 speaks, rank 1 turns itself quiet
-    env = worker_env(home, OMP_NUM_THREADS="1", FACTEDIT_QUIET="0")
+    env = worker_env(home, OMP_NUM_THREADS="1", FACTEDIT_QUIET="0", COLUMNS="200")
     command = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"),
         *("--master-port", str(_free_port()), "-m", "factedit", "stats", "collect"),
@@ -189,9 +189,10 @@ def test_torchrun_stats_collect_shares_the_corpus_and_rank_0_writes_once(
         *("-l", "1", "-l", "2", "--corpus", str(corpus_path), "--tokens", "5000"),
     ]  # 5000 tokens: 20 sequences of 256, 3 batches of 8 -> rank 0 takes two, rank 1 one
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("tr(C)") == 1  # one table: rank 0's
-    assert done.stderr.count("statistics saved to") == 2  # one line per layer, rank 0 only
+    streams = f"stdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, streams
+    assert done.stdout.count("tr(C)") == 1, streams  # one table: rank 0's
+    assert done.stderr.count("statistics saved to") == 2, streams  # per layer, rank 0 only
     entries = list_cached()
     assert sorted(e["layer"] for e in entries) == [1, 2]
     torch.set_num_threads(1)
