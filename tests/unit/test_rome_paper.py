@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from factedit.methods.hparams import HParamError, RomeHParams
+from factedit.methods.log_probs import TargetLogProb, kl_new_orig
 from factedit.methods.templates import context_templates
 from factedit.methods.value import (
     HookSite,
-    TargetLogProb,
     ValueBatch,
     _adam_loop,
-    kl_new_orig,
     optimise_values,
 )
 from factedit.spec import EditRequest

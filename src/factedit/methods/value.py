@@ -30,6 +30,7 @@ from factedit.batching import pad_right, pad_token_id
 from factedit.forward import PrefixCache, hidden_at, resume_from_layer
 from factedit.hooks import Trace
 from factedit.methods.hparams import ValueHParams
+from factedit.methods.log_probs import TargetLogProb, kl_new_orig
 from factedit.models.loading import LoadedModel
 from factedit.spec import EditRequest
 from factedit.tokens import SubjectPrompt, locate_subject, target_token_ids
@@ -206,37 +207,6 @@ def _target_positions(
         torch.tensor(ids, device=device),
         torch.tensor(row_of, device=device),
     )
-
-
-class TargetLogProb(torch.autograd.Function):
-    """log softmax(logits)[target] per row: ``logits`` [N, V], ``targets`` [N] -> [N].
-
-    The same values and gradients as ``log_softmax(logits).gather(1, targets)``, with a
-    backward that writes one [N, V] block, (one-hot − softmax) × grad, where that pair
-    zero-fills a block for the gather and reads and writes two more for the softmax (on
-    gemma-3-270m's 262,144-token vocabulary the zero-filled blocks alone took 7 % of a z
-    step).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        lse = torch.logsumexp(logits, dim=-1)
-        ctx.save_for_backward(logits, lse, targets)
-        return logits.gather(1, targets[:, None]).squeeze(1) - lse
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        logits, lse, targets = ctx.saved_tensors
-        out = (logits - lse[:, None]).exp_().mul_(-grad[:, None])
-        out.scatter_add_(1, targets[:, None], grad[:, None])
-        return out, None
-
-
-def kl_new_orig(logp_new: torch.Tensor, logp_orig: torch.Tensor) -> torch.Tensor:
-    """KL(p_new ‖ p_orig) = Σ p_new (log p_new − log p_orig) over the last axis: the *edited*
-    distribution first (ROME Eq. 4; the reference's ``kl_div(log_p_orig, log_p_new,
-    log_target=True)``). Log-probabilities [..., V] -> [...]."""
-    return (logp_new.exp() * (logp_new - logp_orig)).sum(dim=-1)
 
 
 class _Loss:
