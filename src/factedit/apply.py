@@ -220,7 +220,7 @@ def apply_spec(
                 session,
                 spec.edits,
                 lambda _, requests: _observe(lm, requests),
-                on_edit=lambda _: bar.advance(task),
+                on_edit=lambda index: bar.update(task, completed=index + 1),
             )
         if before is not None:
             run.fluency_probe = FluencyProbe(before, probe_entropy(lm))

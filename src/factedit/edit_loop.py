@@ -117,8 +117,10 @@ def apply_in_order(
 ) -> OrderedRun[M]:
     """Measure all, edit batch by batch, measure all again (see the module docstring).
 
-    ``batch_size`` None: :meth:`EditSession.default_batch_size`. ``on_batch`` is called
-    with every step so far after each batch is applied (the stream curves).
+    ``batch_size`` None: :meth:`EditSession.default_batch_size`. ``on_edit`` is called once
+    per batch, with the index of its last request (every request up to it is done), so that
+    a progress line never catches a batch half counted. ``on_batch`` is called with every
+    step so far after each batch is applied (the stream curves).
     """
     run: OrderedRun[M] = OrderedRun()
     size = batch_size or session.default_batch_size(len(requests))
@@ -127,8 +129,7 @@ def apply_in_order(
         for number, piece in enumerate(batches(len(requests), size)):
             run.steps += edit_batch(session, piece.start, [requests[i] for i in piece], number)
             if on_edit:
-                for index in piece:
-                    on_edit(index)
+                on_edit(piece.stop - 1)
             if on_batch:
                 on_batch(run.steps)
         run.after = _measure_all(run, requests, measure)

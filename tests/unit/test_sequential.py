@@ -63,10 +63,16 @@ def test_batches_cut_the_stream():
 def test_the_loop_gives_a_batched_method_every_request_at_once(alphaedit):
     session = alphaedit()
     seen: list[int] = []
+    done: list[int] = []
     run = apply_in_order(
-        session, FACTS[:3], lambda i, r: list(i), on_batch=lambda s: seen.append(len(s))
+        session,
+        FACTS[:3],
+        lambda i, r: list(i),
+        on_edit=done.append,
+        on_batch=lambda s: seen.append(len(s)),
     )
     assert seen == [3] and [s.batch for s in run.steps] == [0, 0, 0]
+    assert done == [2], "a batch reports once, with its last index"
     assert len(run.steps[0].deltas) == 2 and run.steps[1].deltas == []
     assert session.state.sequential.n_edits == 3
     session.revert()
@@ -156,9 +162,17 @@ def test_stream_records_a_point_per_batch(tiny, corpus_path):
         corpus=[corpus_path],
         allow_large_updates=True,
     )
+    done: list[int] = []
     result = run_sequential(
-        lm, FACTS, session, options=EvalOptions(generation=False), batch_size=2, stream_sample=3
+        lm,
+        FACTS,
+        session,
+        options=EvalOptions(generation=False),
+        on_edit=done.append,
+        batch_size=2,
+        stream_sample=3,
     )
+    assert done == [1, 3], "progress counts whole batches"
     points = result.stream["points"]
     assert [p["edits"] for p in points] == [0, 2, 4]
     assert [p["measured"] for p in points] == [3, 2, 3]

@@ -187,8 +187,8 @@ def _execute(
     with progress() as bar:
         task = bar.add_task("evaluating edits", total=len(spec.edits))
 
-        def step(_: int) -> None:
-            bar.advance(task)
+        def step(index: int) -> None:
+            bar.update(task, completed=index + 1)
 
         common = {"kind": spec.kind, "options": options, "on_edit": step}
         if plan.mode == "edited":

@@ -140,6 +140,8 @@ class EvalResult:
 
 
 Progress = Callable[[int], None]
+"""``on_edit(index)``: every request up to ``index`` is done (requests finish in order; a
+batch or a measured chunk reports once, with its last index)."""
 
 
 def _measure_many(
@@ -390,7 +392,7 @@ def run_edited(
             outcomes.append(
                 EditOutcome(index, request, b, a, measure_seconds=share, status="measured")
             )
-            if on_edit:
-                on_edit(index)
+        if on_edit:
+            on_edit(piece.stop - 1)
     seconds = time.perf_counter() - start
     return EvalResult("edited", kind, outcomes, options, seconds, _timing(outcomes, seconds))
