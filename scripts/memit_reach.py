@@ -47,7 +47,7 @@ def layer_rows(lm, requests, session, targets, deltas) -> list[dict]:
     rows = []
     with AppliedDeltas(lm.model) as applied:
         for i, (layer, delta) in enumerate(zip(layers, deltas, strict=True)):
-            keys = compute_keys(lm, requests, layer, templates)
+            keys = compute_keys(lm, requests, layer, templates, session.state.template_weights())
             share = (targets.z - residual_at_subject(lm, requests, layers[-1])) / (len(layers) - i)
             wanted_w = weight_space_residuals(lm, layer, keys, share)
             in_out = lm.arch.weight_is_in_out(layer)

@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
     moments = state.second_moments(lm, layers)
     templates = state.templates(lm)
     per_layer = {
-        str(layer): layer_rows(C, compute_keys(lm, requests, layer, templates))
+        str(layer): layer_rows(
+            C, compute_keys(lm, requests, layer, templates, state.template_weights())
+        )
         for layer, C in zip(layers, moments, strict=True)
     }
     report = {"model": args.model, "records": len(requests), "layers": layers}

@@ -11,12 +11,13 @@ import torch
 from factedit.delta import AppliedDeltas, compact_factors
 from factedit.methods.alphaedit import AlphaEditSolver
 from factedit.methods.emmet import EmmetSolver
-from factedit.methods.hparams import AlphaEditHParams, EmmetHParams, MemitHParams
+from factedit.methods.hparams import AlphaEditHParams, EmmetHParams, MemitHParams, RomeHParams
 from factedit.methods.keys import compute_keys, residual_at_subject
 from factedit.methods.memit import MemitSolver, update_weight
 from factedit.methods.mlp_out import output_change, weight_space_residuals
 from factedit.methods.spread import Targets, compute_targets, spread_over_layers
 from factedit.methods.state import MethodState, null_space_projector
+from factedit.methods.templates import template_weights
 from factedit.spec import EditRequest
 
 FACTS = [
@@ -204,6 +205,47 @@ def test_single_layer_with_vanishing_lambda_writes_z_exactly(tiny, memit_state, 
     tolerance = 0.1 if lm.arch.mlp_output_is_normed() else 0.01
     assert float((z_now - targets.z).norm()) < tolerance * float(step.norm())
     assert delta.meta["share_reached_mean"] == pytest.approx(1.0, abs=tolerance)
+
+
+def test_template_weights_follow_the_references():
+    """MEMIT's keys (kmeng01/memit ``compute_ks``): the mean over context types — the bare
+    prompt, then each prefix length — of the mean within each; ROME's k*: every template alike."""
+    assert torch.allclose(template_weights((10,), 5, "by_type"), torch.tensor([0.5] + [0.1] * 5))
+    two_lengths = template_weights((5, 10), 10, "by_type")
+    assert two_lengths.shape == (21,) and float(two_lengths.sum()) == pytest.approx(1.0)
+    assert float(two_lengths[0]) == pytest.approx(1 / 3)
+    assert torch.allclose(two_lengths[1:], torch.full((20,), 1 / 30))
+    assert torch.allclose(template_weights((5, 10), 10, "uniform"), torch.full((21,), 1 / 21))
+    assert MemitHParams().key_template_mean == "by_type"
+    assert RomeHParams().key_template_mean == "uniform"
+
+
+@pytest.mark.parametrize("mean", ["by_type", "uniform"])
+def test_memit_update_reads_the_key_its_template_mean_names(tiny, memit_state, mean):
+    """One fact, one layer: ΔW = r kᵀ(λC + k kᵀ)⁻¹ reads its input along C⁻¹k, and k is
+    ½ k_bare + ½ mean(k_prefix) by type (the reference), the plain mean when uniform."""
+    lm = tiny("llama")
+    state = memit_state(
+        context_template_lengths=(3,), context_templates_per_length=3, key_template_mean=mean
+    )
+    templates = state.templates(lm)
+    fact, layer = FACTS[:1], 1
+    each = torch.cat([compute_keys(lm, fact, layer, [t]) for t in templates]).double()
+    by_type = 0.5 * each[0] + 0.5 * each[1:].mean(0)
+    keys = {"by_type": by_type, "uniform": each.mean(0)}
+    z_orig = residual_at_subject(lm, fact, layer)
+    targets = Targets(z_orig * 1.05, z_orig)
+    (delta,) = spread_over_layers(lm, fact, [layer], targets, state, MemitSolver())
+    C = state.second_moment(lm, layer).double()
+    direction = delta.right[:, 0].double()  # Linear [d_out, d_in]: right is the input side
+    cos = {
+        name: abs(float(torch.nn.functional.cosine_similarity(direction, C.inverse() @ k, dim=0)))
+        for name, k in keys.items()
+    }
+    other = "uniform" if mean == "by_type" else "by_type"
+    assert cos[mean] > 1 - 1e-6
+    assert cos[other] < 0.99  # the two means differ enough here to tell them apart
+    assert delta.meta["key_template_mean"] == mean
 
 
 def _mlp_block_output(lm, request: EditRequest, layer: int) -> torch.Tensor:

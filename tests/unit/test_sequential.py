@@ -82,8 +82,11 @@ def test_the_loop_gives_a_batched_method_every_request_at_once(alphaedit):
 @pytest.mark.parametrize("passes", [1, 2])
 def test_applied_batches_keep_their_keys_and_only_those(alphaedit, passes):
     """After two batches the state holds Σ K Kᵀ of both, each computed on the model carrying
-    its own batch (every pass of it); deltas computed but never applied add nothing."""
-    session = alphaedit(hparams={**FAST, "window_passes": passes})
+    its own batch (every pass of it), weighing the bare prompt ½ as MEMIT's keys do; deltas
+    computed but never applied add nothing."""
+    session = alphaedit(
+        hparams={**FAST, "window_passes": passes, "context_templates_per_length": 2}
+    )
     lm, templates = session.lm, session.state.templates(session.lm)
     first = session.compute(FACTS[:2])
     unapplied = session.compute(FACTS[2:3])  # staged, then replaced: never applied
@@ -92,7 +95,8 @@ def test_applied_batches_keep_their_keys_and_only_those(alphaedit, passes):
     assert session.state.sequential.n_edits == 0, "stale staged keys must not be committed"
     first = session.compute(FACTS[:2])
     session.apply(first)
-    keys = compute_keys(lm, FACTS[:2], 1, templates).double()
+    by_type = torch.tensor([0.5, 0.25, 0.25])  # "{}", then the two prefixes
+    keys = compute_keys(lm, FACTS[:2], 1, templates, by_type).double()
     assert torch.allclose(session.state.sequential.grams[1], keys.T @ keys, rtol=1e-4, atol=1e-6)
     session.edit(FACTS[2:4])
     assert session.state.sequential.n_edits == 4

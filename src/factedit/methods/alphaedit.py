@@ -78,7 +78,7 @@ class AlphaEditSolver:
         deltas: Sequence[WeightDelta],
     ) -> None:
         """Stage K Kᵀ per layer, with every delta of the batch applied (the reference)."""
-        templates = state.templates(lm)
+        templates, weights = state.templates(lm), state.template_weights()
         prompts = [p for r in requests for p in rewrite_prompts(lm, r, templates)]
         stream = PromptStream(lm, prompts, layers[0], state.hparams.key_batch_rows)
         grams = {}
@@ -86,7 +86,7 @@ class AlphaEditSolver:
             if i > 0:
                 stream.advance(layer)
             at_subject = stream.at_subject(lm.arch.down_proj_name(layer), module_input=True)
-            keys = template_mean(at_subject, len(requests)).double().cpu()
+            keys = template_mean(at_subject, len(requests), weights).double().cpu()
             grams[layer] = keys.T @ keys
         state.stage_edit_keys(deltas, grams, len(requests))
 

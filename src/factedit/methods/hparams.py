@@ -141,6 +141,10 @@ class HParams:
 #: norm of W k* where the MLP output is normalised (see factedit.methods.rank_one).
 VALUE_SCALES: tuple[str, ...] = ("norm", "none")
 
+#: ``key_template_mean`` choices: how a key averages its templates' keys ("uniform": ROME's
+#: reference; "by_type": MEMIT's, see factedit.methods.templates.template_weights).
+KEY_TEMPLATE_MEANS: tuple[str, ...] = ("uniform", "by_type")
+
 
 @dataclass(frozen=True)
 class ValueHParams(HParams):
@@ -154,6 +158,9 @@ class ValueHParams(HParams):
     loss_stop: float = param(0.05, doc="stop when the total loss falls below this")
     context_template_lengths: tuple[int, ...] = param((5, 10), doc="prefix lengths (tokens)")
     context_templates_per_length: int = param(10, doc="prefixes per length")
+    key_template_mean: str = param(
+        "uniform", choices=KEY_TEMPLATE_MEANS, doc="templates alike (ROME) or bare prompt ½ (MEMIT)"
+    )
     mom2_n_tokens: int = param(100_000, positive=True, doc="token vectors in C = E[k kᵀ]")
     mom2_dtype: str = param("float32", choices=("float32", "float64"), doc="C's accumulator")
     corpus: str | None = param(None, doc='text files for C, or "model"')
@@ -182,6 +189,11 @@ class MemitHParams(ValueHParams):
     clamp_norm_factor: float = param(0.75, positive=True, doc="‖δ‖ ≤ factor × ‖z_orig‖")
     context_template_lengths: tuple[int, ...] = param((10,), doc="prefix lengths (tokens)")
     context_templates_per_length: int = param(5, doc="prefixes per length")
+    key_template_mean: str = param(
+        "by_type",
+        choices=KEY_TEMPLATE_MEANS,
+        doc='"by_type": bare prompt ½, prefixes ½ (the reference compute_ks); "uniform"',
+    )
     mom2_update_weight: float | None = param(None, doc="λ in λC + KKᵀ; None: λ = d_in")
     z_batch_facts: int = param(32, positive=True, doc="facts per z forward pass (memory only)")
     key_batch_rows: int = param(256, positive=True, doc="prompts per key forward pass")

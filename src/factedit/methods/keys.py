@@ -1,6 +1,6 @@
 """Activations at the subject's last token, for many prompts at once (chunked passes).
 
-    K = compute_keys(lm, requests, layer, templates)    # [n, d_in]: W's input, template mean
+    K = compute_keys(lm, requests, layer, templates, w) # [n, d_in]: W's input, template mean
     z = residual_at_subject(lm, requests, layer)        # [n, d]: decoder ``layer``'s output
 
 Both run the prompts in chunks of ``rows_per_pass`` right-padded rows, and each pass stops
@@ -63,11 +63,13 @@ def compute_keys(
     requests: Sequence[EditRequest],
     layer: int,
     templates: Sequence[str],
+    weights: torch.Tensor | None = None,
     *,
     rows_per_pass: int = ROWS_PER_PASS,
 ) -> torch.Tensor:
     """k for each request: W's input at the last subject token, averaged over the context
-    templates (ROME's k*, MEMIT's K) -> [len(requests), d_in] float32."""
+    templates with ``weights`` [len(templates)] (None: alike; see
+    :func:`factedit.methods.templates.template_weights`) -> [len(requests), d_in] float32."""
     prompts = [p for r in requests for p in rewrite_prompts(lm, r, templates)]
     keys = activations_at_subject(
         lm,
@@ -76,13 +78,18 @@ def compute_keys(
         module_input=True,
         rows_per_pass=rows_per_pass,
     )
-    return template_mean(keys, len(requests))
+    return template_mean(keys, len(requests), weights)
 
 
-def template_mean(keys: torch.Tensor, n_requests: int) -> torch.Tensor:
+def template_mean(
+    keys: torch.Tensor, n_requests: int, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Keys of every request × template, request-major [n * T, d] -> their mean over the
-    templates [n, d] (MEMIT's and ROME's k)."""
-    return keys.reshape(n_requests, keys.shape[0] // n_requests, -1).mean(dim=1)
+    templates [n, d], weighted by ``weights`` [T] summing to 1 (None: alike)."""
+    per_request = keys.reshape(n_requests, keys.shape[0] // n_requests, -1)
+    if weights is None:
+        return per_request.mean(dim=1)
+    return torch.einsum("ntd,t->nd", per_request, weights.to(keys.device, keys.dtype))
 
 
 def residual_at_subject(

@@ -1,6 +1,6 @@
 """ROME's key and closed-form rank-one update (Meng et al. 2022, Eq. 2; Gupta et al. 2024).
 
-    k* = compute_key(lm, request, layer, templates)          [d_in]
+    k* = compute_key(lm, request, layer, templates, w)       [d_in]
     ΔW = rank_one_delta(lm, layer, C, k*, v*)                 (v* − W k*) uᵀ / (uᵀ k*), u = C⁻¹ k*
 
 The same template-averaged k* is used in u, in the residual and in the denominator (r-ROME,
@@ -20,10 +20,15 @@ from factedit.spec import EditRequest
 
 
 def compute_key(
-    lm: LoadedModel, request: EditRequest, layer: int, templates: Sequence[str]
+    lm: LoadedModel,
+    request: EditRequest,
+    layer: int,
+    templates: Sequence[str],
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """k*: W's input at the last subject token, averaged over the templates [d_in] float32."""
-    return compute_keys(lm, [request], layer, templates)[0]
+    """k*: W's input at the last subject token, averaged over the templates with ``weights``
+    [len(templates)] (None: alike, ROME's reference) -> [d_in] float32."""
+    return compute_keys(lm, [request], layer, templates, weights)[0]
 
 
 def output_for(module: torch.nn.Module, key: torch.Tensor) -> torch.Tensor:

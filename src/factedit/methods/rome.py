@@ -65,7 +65,7 @@ def compute_rome(
     hp = state.hparams
     templates = state.templates(lm)
     C = state.second_moment(lm, layer)
-    k_star = compute_key(lm, request, layer, templates)
+    k_star = compute_key(lm, request, layer, templates, state.template_weights())
     value = optimise_value(lm, request, HookSite.down_proj(lm, layer), templates, hp)
     v_star, factor, scale = value.v_star, 1.0, "none"
     if hp.value_scale == "norm" and lm.arch.mlp_output_is_normed():

@@ -6,7 +6,7 @@
 For each layer l of the window, in order, on the model carrying the updates of the layers
 before it:
 
-    K    = keys at l, template-averaged                                         [d_in, n]
+    K    = keys at l, template-averaged (bare prompt ½, the reference)           [d_in, n]
     Z_c  = current z at the last window layer (bare prompts)                    [d, n]
     R    = (Z − Z_c) / (layers left, l included), mapped to W's output space
            (:func:`factedit.methods.mlp_out.weight_space_residuals`)           [d_out, n]
@@ -221,6 +221,7 @@ def _layer_loop(
         keys = template_mean(
             keys_stream.at_subject(lm.arch.down_proj_name(layer), module_input=True),
             len(requests),
+            state.template_weights(),
         )
         z_now = bare_stream.at_subject(z_layer, module_input=False)
         share = (targets.z.to(z_now.device) - z_now) / (len(layers) - i)
@@ -232,6 +233,7 @@ def _layer_loop(
             "layer": layer,
             "layers": list(layers),
             "n_facts": len(requests),
+            "key_template_mean": hp.key_template_mean,
             **solve_info,
             **_norms(lm, layer, delta),
             **_reach(lm, layer, keys, delta, share),

@@ -5,6 +5,7 @@ moment C = E[k kᵀ] of W's inputs and its null-space projector, and the keys of
     C = state.second_moment(lm, layer)     # [d_in, d_in], memoised per layer, cached on disk
     Cs = state.second_moments(lm, layers)  # every missing layer in one forward pass
     templates = state.templates(lm)        # ["{}", "<prefix>. {}", ...], sampled once
+    weights = state.template_weights()     # [len(templates)]: how a key averages them
     P, why = state.projector(lm, layer)    # AlphaEdit: projector onto C's null space
     state.edit_gram(layer)                 # Σ K_p K_pᵀ over every earlier edit [d_in, d_in]
 
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 
 from factedit.methods.hparams import ValueHParams
-from factedit.methods.templates import context_templates
+from factedit.methods.templates import context_templates, template_weights
 from factedit.models.loading import LoadedModel
 from factedit.stats.conditioning import Conditioning, check_conditioning
 from factedit.stats.moment import moments_and_counts
@@ -113,6 +114,14 @@ class MethodState:
                 lm, hp.context_template_lengths, hp.context_templates_per_length, seed=self.seed
             )
         return self._templates
+
+    def template_weights(self) -> torch.Tensor:
+        """[len(templates)] float32, summing to 1: how a key averages its templates' keys
+        (``hparams.key_template_mean``; see :func:`template_weights`)."""
+        hp = self.hparams
+        return template_weights(
+            hp.context_template_lengths, hp.context_templates_per_length, hp.key_template_mean
+        )
 
     def projector(self, lm: LoadedModel, layer: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """P = Û Ûᵀ [d_in, d_in] float64, Û the eigenvectors of C with the smallest eigenvalues

@@ -1,6 +1,9 @@
-"""Context templates for ROME: "{}" plus short prefixes sampled from the model itself.
+"""Context templates: "{}" plus short prefixes sampled from the model itself.
 
-Each sampled prefix becomes ``prefix + ". {}"``; the key k* and the value v* are averaged /
+    templates = context_templates(lm, lengths=(10,), per_length=5)   # ["{}", "<p1>. {}", ...]
+    w = template_weights((10,), 5, "by_type")                         # [6]: 1/2, then 1/10 each
+
+Each sampled prefix becomes ``prefix + ". {}"``; the key and the value are averaged /
 optimised over all templates so the edit does not depend on one exact context. Templates are
 sampled with top-k 5 from a seeded generator and cached per (model identity, settings).
 """
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
+from factedit.methods.hparams import KEY_TEMPLATE_MEANS
 from factedit.models.loading import LoadedModel
 from factedit.paths import atomic_write_text, cache_dir
 
@@ -46,6 +50,24 @@ def context_templates(
         atomic_write_text(path, json.dumps({"key": json.loads(key), "templates": templates}))
     _MEMO[digest] = list(templates)
     return templates
+
+
+def template_weights(lengths: Sequence[int], per_length: int, mean: str) -> torch.Tensor:
+    """Weights [1 + len(lengths) * per_length] float32 summing to 1 over the templates of
+    :func:`context_templates`, in its order.
+
+    ``"uniform"``: every template alike (ROME's k*, kmeng01/rome ``compute_u``).
+    ``"by_type"``: the mean over context *types* — the bare prompt, then one type per prefix
+    length — of the mean within each type (MEMIT's keys, kmeng01/memit ``compute_ks``, copied by
+    AlphaEdit): with one prefix length the bare prompt weighs 1/2 and each prefix
+    1/(2 per_length).
+    """
+    if mean not in KEY_TEMPLATE_MEANS:
+        raise ValueError(f"key template mean {mean!r}: expected one of {KEY_TEMPLATE_MEANS}")
+    sizes = [1] + [per_length] * len(lengths)
+    if mean == "uniform":
+        return torch.full((sum(sizes),), 1.0 / sum(sizes))
+    return torch.cat([torch.full((size,), 1.0 / (len(sizes) * size)) for size in sizes])
 
 
 SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
