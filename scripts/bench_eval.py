@@ -222,7 +222,7 @@ def bench_full(lm, requests, layer: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--data", type=Path, default=DATA)
@@ -242,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-full", action="store_true", help="skip the full evaluation")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
     os.environ.setdefault("FACTEDIT_QUIET", "1")
 
     import torch
@@ -287,13 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         layer = args.layer if args.layer is not None else (lm.default_layer or 0)
         report["full_eval"] = bench_full(lm, edits[: args.edits], layer)
     report["load_average_end"] = list(os.getloadavg())
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        sys.path.insert(0, str(REPO / "src"))
-        from factedit.paths import atomic_write_text
+    from json_out import emit
 
-        atomic_write_text(args.out, text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from factedit.evaluate.job import EvalJob, plan_eval, run_eval
 from factedit.evaluate.plot import plot_stream
 from factedit.report import write_json
+from json_out import add_hparams_option, emit
 
 DATA = Path(os.environ.get("FACTEDIT_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 
@@ -41,12 +42,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--records", type=Path, default=DATA / "counterfact-mass.json")
     parser.add_argument("--corpus", type=Path, default=DATA / "wikitext-2-raw-test.txt")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--hparams",
-        type=json.loads,
-        default={},
-        help="hyper-parameters for every method, as JSON (e.g. '{\"leak_weight\": 1}')",
-    )
+    add_hparams_option(parser, "for every method, over the preset's")
     parser.add_argument(
         "--no-edit-records",
         action="store_true",
@@ -65,7 +61,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def run_method(args: argparse.Namespace, method: str) -> dict:
     done = args.out / f"{method}.json"
     if args.reuse and done.is_file():
-        return json.loads(done.read_text())
+        return keep_records(json.loads(done.read_text()), args, done)
     job = EvalJob(
         source=args.records,
         method=method,
@@ -82,7 +78,12 @@ def run_method(args: argparse.Namespace, method: str) -> dict:
     )
     plan = plan_eval(job)
     plan.spec = dataclasses.replace(plan.spec, hparams={**plan.spec.hparams, **args.hparams})
-    report = run_eval(plan).report
+    return keep_records(run_eval(plan).report, args, done)
+
+
+def keep_records(report: dict, args: argparse.Namespace, done: Path) -> dict:
+    """Write ``report`` to ``done``, less its per-edit records under ``--no-edit-records``
+    (a reused report too)."""
     if args.no_edit_records:
         report.pop("edits", None)
     write_json(done, report)
@@ -123,10 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         "methods": [summary(r) for r in reports],
         "pictures": [str(p) for p in pictures],
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    (args.out / "summary.json").write_text(text + "\n")
-    return result
+    return emit(result, args.out / "summary.json")
 
 
 if __name__ == "__main__":

@@ -15,22 +15,22 @@ grids are compared with the reference on every timed site (max abs difference) a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from factedit.models import load_model
-from factedit.paths import atomic_write_text
 from factedit.tokens import locate_subject
 from factedit.trace import reference
 from factedit.trace.fact import build_problem, compute_grids, grid_sites
 from factedit.trace.patching import KINDS, last_logits, plain_answer_probs
+from json_out import emit
 
 
 def _timed(fn):
@@ -39,7 +39,7 @@ def _timed(fn):
     return time.perf_counter() - t0, value
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--prompt", default="The Eiffel Tower is located in the city of")
@@ -52,7 +52,41 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _timed_runs(lm, problem, sites: list, args: argparse.Namespace) -> dict[str, Any]:
+    """Per run: the engine's whole trace, and the reference on a spread-out subset of
+    ``sites`` (every sample of each), compared site by site with the engine's grid."""
+    S = problem.samples
+    runs: dict[str, Any] = {"engine_s": [], "ref_pass_s": [], "diffs": [], "grids": []}
+    for run in range(args.runs):
+        with torch.inference_mode():
+            dt, (p_corrupt, g) = _timed(lambda: compute_grids(lm, problem, KINDS, "fast"))
+        runs["engine_s"].append(dt)
+        runs["grids"].append(g)
+        if args.full_reference:
+            chosen = list(range(len(sites)))
+        else:
+            step = max(1, len(sites) // args.reference_sites)
+            chosen = list(range(run % step, len(sites), step))[: args.reference_sites]
+        timed_sites = [sites[i] for i in chosen]
+        dt, ref = _timed(lambda: reference.reference_sites(lm, problem, timed_sites))  # noqa: B023
+        runs["ref_pass_s"].append(dt / (len(chosen) * S))
+        fast = torch.tensor([g[sites[i].kind][sites[i].tokens[0], sites[i].layer] for i in chosen])
+        runs["diffs"].append(float((fast - ref.double().mean(dim=1)).abs().max()))
+        print(
+            f"run {run + 1}/{args.runs}: engine {runs['engine_s'][-1]:.1f} s/fact; reference "
+            f"{runs['ref_pass_s'][-1] * 1000:.1f} ms/pass -> "
+            f"{runs['ref_pass_s'][-1] * (len(sites) + 1) * S:.0f} s/fact",
+            file=sys.stderr,
+        )
+    runs["p_corrupt"], runs["sites_timed"] = p_corrupt, len(chosen)
+    return runs
+
+
+def main() -> int:
+    args = _parse_args()
     if args.threads:
         from factedit.threads import choose_threads
 
@@ -69,28 +103,9 @@ def main() -> int:
     passes_per_fact = (len(sites) + 1) * S  # every site and sample, plus p_corrupt
     ids = problem.input_ids.to(lm.device)
 
-    engine_s, ref_pass_s, diffs, grids = [], [], [], []
     load_before = os.getloadavg()
-    for run in range(args.runs):
-        with torch.inference_mode():
-            dt, (p_corrupt, g) = _timed(lambda: compute_grids(lm, problem, KINDS, "fast"))
-        engine_s.append(dt)
-        grids.append(g)
-        if args.full_reference:
-            chosen = list(range(len(sites)))
-        else:
-            step = max(1, len(sites) // args.reference_sites)
-            chosen = list(range(run % step, len(sites), step))[: args.reference_sites]
-        timed_sites = [sites[i] for i in chosen]
-        dt, ref = _timed(lambda: reference.reference_sites(lm, problem, timed_sites))  # noqa: B023
-        ref_pass_s.append(dt / (len(chosen) * S))
-        fast = torch.tensor([g[sites[i].kind][sites[i].tokens[0], sites[i].layer] for i in chosen])
-        diffs.append(float((fast - ref.double().mean(dim=1)).abs().max()))
-        print(
-            f"run {run + 1}/{args.runs}: engine {engine_s[-1]:.1f} s/fact; reference "
-            f"{ref_pass_s[-1] * 1000:.1f} ms/pass -> {ref_pass_s[-1] * passes_per_fact:.0f} s/fact",
-            file=sys.stderr,
-        )
+    runs = _timed_runs(lm, problem, sites, args)
+    engine_s, ref_pass_s, grids = runs["engine_s"], runs["ref_pass_s"], runs["grids"]
     # how much of the gain is only projecting the last position (reference passes do all)
     with torch.inference_mode():
         plain = [_timed(lambda: plain_answer_probs(lm.model, ids, 0))[0] for _ in range(5)]
@@ -125,19 +140,16 @@ def main() -> int:
         "reference_passes_per_fact": passes_per_fact,
         "reference_seconds_per_pass": statistics.median(ref_pass_s),
         "reference_seconds_per_pass_runs": ref_pass_s,
-        "reference_sites_timed_per_run": len(chosen),
+        "reference_sites_timed_per_run": runs["sites_timed"],
         "speedup": ref_fact / engine_med,
-        "max_abs_diff_vs_reference": max(diffs),
+        "max_abs_diff_vs_reference": max(runs["diffs"]),
         "engine_identical_across_runs": identical,
         "p_clean": problem.p_clean,
-        "p_corrupt": p_corrupt,
+        "p_corrupt": runs["p_corrupt"],
         "batch1_pass_seconds_all_logits": statistics.median(plain),
         "batch1_pass_seconds_last_logits_only": statistics.median(last),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
+    emit(report, args.out)
     return 0
 
 
